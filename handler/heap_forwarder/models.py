@@ -1,0 +1,204 @@
+"""Inbound events: the MetaRouter/Segment spec as pydantic v2 models. Knows nothing of Heap or AWS.
+
+The models are usable as Powertools parser models (``parse(event=..., model=InboundEvent)``).
+Unknown fields are kept (``extra="allow"``); untyped blobs (``properties``, ``traits``,
+``integrations``) stay plain dicts, which keeps validation cheap on the hot path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_core import from_json
+
+# Epoch milliseconds beyond this are surely not milliseconds (year 5138): refuse them.
+_MAX_EPOCH_MS = 1e14
+
+
+def normalise_timestamp(value: Any) -> str:
+    """ISO 8601 (any offset) or epoch milliseconds -> ISO 8601 UTC with milliseconds and ``Z``."""
+    if isinstance(value, bool):
+        raise ValueError("timestamp must be an ISO 8601 string or epoch milliseconds, not a boolean")
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or abs(value) > _MAX_EPOCH_MS:
+            raise ValueError("epoch milliseconds out of range")
+        moment = datetime.fromtimestamp(value / 1000, tz=UTC)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return normalise_timestamp(int(text))
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 timestamp: {value[:40]!r}") from None
+        if moment.tzinfo is None:  # Segment's libraries always send an offset; treat a bare time as UTC
+            moment = moment.replace(tzinfo=UTC)
+        moment = moment.astimezone(UTC)
+    else:
+        raise ValueError("timestamp must be an ISO 8601 string or epoch milliseconds")
+    # Formatted by hand: strftime's %Y does not zero-pad years before 1000 on glibc.
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:"
+        f"{moment.second:02d}.{moment.microsecond // 1000:03d}Z"
+    )
+
+
+Timestamp = Annotated[str, BeforeValidator(normalise_timestamp)]
+Blob = dict[str, Any]
+
+_MODEL_CONFIG = ConfigDict(extra="allow", coerce_numbers_to_str=True, allow_inf_nan=False)
+
+
+class Context(BaseModel):
+    model_config = _MODEL_CONFIG
+
+    userAgent: str | None = None
+    ip: str | None = None
+    page: Blob | None = None
+    traits: Blob | None = None
+
+
+class CommonFields(BaseModel):
+    """Fields every MetaRouter/Segment event may carry."""
+
+    model_config = _MODEL_CONFIG
+
+    messageId: str | None = None
+    anonymousId: str | None = None
+    userId: str | None = None
+    timestamp: Timestamp | None = None
+    originalTimestamp: Timestamp | None = None
+    sentAt: Timestamp | None = None
+    receivedAt: Timestamp | None = None
+    context: Context | None = None
+    integrations: Blob | None = None
+
+
+class TrackEvent(CommonFields):
+    type: Literal["track"]
+    event: str = Field(min_length=1)
+    properties: Blob = Field(default_factory=dict)
+
+
+class PageEvent(CommonFields):
+    type: Literal["page"]
+    name: str | None = None
+    category: str | None = None
+    properties: Blob = Field(default_factory=dict)
+
+
+class ScreenEvent(CommonFields):
+    type: Literal["screen"]
+    name: str | None = None
+    category: str | None = None
+    properties: Blob = Field(default_factory=dict)
+
+
+class IdentifyEvent(CommonFields):
+    type: Literal["identify"]
+    traits: Blob = Field(default_factory=dict)
+
+
+class GroupEvent(CommonFields):
+    type: Literal["group"]
+    groupId: str = Field(min_length=1)
+    traits: Blob = Field(default_factory=dict)
+
+
+class AliasEvent(CommonFields):
+    type: Literal["alias"]
+    previousId: str = Field(min_length=1)
+
+
+InboundEvent = Annotated[
+    TrackEvent | PageEvent | ScreenEvent | IdentifyEvent | GroupEvent | AliasEvent,
+    Field(discriminator="type"),
+]
+AnyEvent = TrackEvent | PageEvent | ScreenEvent | IdentifyEvent | GroupEvent | AliasEvent
+EVENT_TYPES = ("track", "page", "screen", "identify", "group", "alias")
+
+_EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(InboundEvent)
+
+
+class Batch(BaseModel):
+    """The Segment/MetaRouter batch body ``{"batch": [...]}``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    batch: list[InboundEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One validation failure: which event, which field, why."""
+
+    index: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"event {self.index}: {self.field or '(event)'}: {self.message}"
+
+
+class InvalidEvent(ValueError):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def _field_path(loc: tuple[int | str, ...], event_type: object) -> str:
+    # A discriminated union puts the tag first in the location ("track", "event"): drop it.
+    parts = list(loc)
+    if parts and parts[0] == event_type:
+        parts = parts[1:]
+    return ".".join(str(p) for p in parts)
+
+
+def problems_from(error: ValidationError, index: int, raw: object) -> list[Problem]:
+    event_type = raw.get("type") if isinstance(raw, dict) else None
+    problems = []
+    for detail in error.errors(include_url=False):
+        if detail["type"] == "union_tag_invalid":
+            message = f"unsupported type {event_type!r}; expected one of {', '.join(EVENT_TYPES)}"
+            problems.append(Problem(index, "type", message))
+        elif detail["type"] == "union_tag_not_found":
+            problems.append(Problem(index, "type", "missing; every event needs a type"))
+        else:
+            problems.append(Problem(index, _field_path(detail["loc"], event_type), detail["msg"]))
+    return problems
+
+
+def validate_event(raw: object, index: int = 0) -> AnyEvent:
+    """Validate one decoded event; raise InvalidEvent naming the index, field and reason."""
+    if not isinstance(raw, dict):
+        raise InvalidEvent([Problem(index, "", f"an event must be a JSON object, not {type(raw).__name__}")])
+    try:
+        return _EVENT_ADAPTER.validate_python(raw)
+    except ValidationError as error:
+        raise InvalidEvent(problems_from(error, index, raw)) from None
+
+
+class InvalidJson(ValueError):
+    pass
+
+
+def decode_json(body: str | bytes) -> Any:
+    """Decode JSON with a Rust-backed parser; NaN/Infinity are refused (Heap cannot carry them)."""
+    try:
+        return from_json(body, allow_inf_nan=False)
+    except ValueError as error:
+        raise InvalidJson(f"body is not valid JSON: {error}") from None
+
+
+def events_of(document: Any) -> tuple[list[Any], bool]:
+    """The events a decoded body carries: ``{"batch": [...]}`` or one event. Second item: was a batch."""
+    if isinstance(document, dict) and "batch" in document and "type" not in document:
+        batch = document["batch"]
+        if not isinstance(batch, list):
+            raise InvalidEvent([Problem(0, "batch", "must be an array of events")])
+        return batch, True
+    return [document], False
