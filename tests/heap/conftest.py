@@ -1,0 +1,160 @@
+"""Shared fixtures for the Heap client and limiter tests: a live emulator, fake time, item makers."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import urllib3
+
+from heap_forwarder.heap.client import DeliverySettings, HeapClient, RequestRecord
+from heap_forwarder.heap.emulator import HeapEmulator
+from heap_forwarder.heap.items import Endpoint, HeapItem
+from heap_forwarder.heap.limiter import RateLimiter
+
+APP_ID = "demo-app-id"
+FIELDS: dict[str, Any] = {"app_id": APP_ID}
+
+
+class FakeClock:
+    """A clock that only moves when slept on (or advanced): waits are recorded, not spent."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0, seconds
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def track(n: int, name: str = "Order Completed", *, key_prefix: str = "k", pad: int = 0) -> HeapItem:
+    """A valid track item whose idempotency key is ``{key_prefix}{n}``."""
+    properties: dict[str, Any] = {"n": n}
+    if pad:
+        properties["pad"] = "x" * pad
+    return HeapItem(
+        Endpoint.TRACK,
+        {
+            "identity": f"user-{n}",
+            "event": name,
+            "timestamp": "2024-05-01T12:00:00+00:00",
+            "properties": properties,
+            "idempotency_key": f"{key_prefix}{n}",
+        },
+        source=n,
+    )
+
+
+def tracks(count: int, **kwargs: Any) -> list[HeapItem]:
+    return [track(n, **kwargs) for n in range(count)]
+
+
+def user(n: int) -> HeapItem:
+    return HeapItem(Endpoint.ADD_USER_PROPERTIES, {"identity": f"user-{n}", "properties": {"plan": "pro"}}, n)
+
+
+def account(n: int) -> HeapItem:
+    return HeapItem(
+        Endpoint.ADD_ACCOUNT_PROPERTIES, {"account_id": f"acct-{n}", "properties": {"seats": n}}, n
+    )
+
+
+def identify(n: int) -> HeapItem:
+    return HeapItem(Endpoint.IDENTIFY, {"user_id": str(1_000_000 + n), "identity": f"user-{n}"}, n)
+
+
+def requests_to(emulator: HeapEmulator, endpoint: Endpoint = Endpoint.TRACK) -> dict[str, int]:
+    """Requests the emulator saw on one path, by outcome ("200", "400", "dropped", ...)."""
+    requests: dict[str, dict[str, int]] = emulator.stats()["requests"]
+    return requests.get(endpoint.value, {})
+
+
+def request_count(emulator: HeapEmulator) -> int:
+    total: int = emulator.stats()["requests_total"]
+    return total
+
+
+class Kit:
+    """The helpers above, as a fixture (test modules cannot import a conftest reliably)."""
+
+    fields = FIELDS
+    app_id = APP_ID
+    FakeClock = FakeClock
+    track = staticmethod(track)
+    tracks = staticmethod(tracks)
+    user = staticmethod(user)
+    account = staticmethod(account)
+    identify = staticmethod(identify)
+    requests_to = staticmethod(requests_to)
+    request_count = staticmethod(request_count)
+
+
+@pytest.fixture(scope="session")
+def kit() -> type[Kit]:
+    return Kit
+
+
+@pytest.fixture(scope="session")
+def heap_emulator() -> Iterator[HeapEmulator]:
+    emulator = HeapEmulator(app_ids=(APP_ID,)).start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def emulator(heap_emulator: HeapEmulator) -> HeapEmulator:
+    """The session's emulator, emptied and with no faults armed."""
+    heap_emulator.reset()
+    return heap_emulator
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def pool() -> Iterator[urllib3.PoolManager]:
+    # A pool per test: a connection dropped by one test must not surface in the next.
+    manager = urllib3.PoolManager(retries=False)
+    yield manager
+    manager.clear()
+
+
+ClientFactory = Callable[..., HeapClient]
+
+
+@pytest.fixture
+def records() -> list[RequestRecord]:
+    return []
+
+
+@pytest.fixture
+def make_client(
+    emulator: HeapEmulator, clock: FakeClock, pool: urllib3.PoolManager, records: list[RequestRecord]
+) -> ClientFactory:
+    """A client aimed at the emulator, on fake time (HTTP stays real); settings overridable."""
+
+    def make(*, limiter: RateLimiter | None = None, **overrides: Any) -> HeapClient:
+        options: dict[str, Any] = {"base_url": emulator.url, "read_timeout_s": 2.0, **overrides}
+        return HeapClient(
+            DeliverySettings(**options),
+            limiter=limiter,
+            pool=pool,
+            sleep=clock.sleep,
+            clock=clock,
+            rng=random.Random(7),
+            observer=records.append,
+        )
+
+    return make

@@ -1,0 +1,153 @@
+"""HeapClient batching: grouping by endpoint, splitting at the item and byte caps, oversized items."""
+
+from __future__ import annotations
+
+import json
+
+import pydantic_core
+
+from heap_forwarder.heap.client import DeliverySettings
+from heap_forwarder.heap.items import Endpoint, HeapItem
+from heap_forwarder.outcome import DELIVERED, ErrorClass, Fate
+
+
+def test_2500_events_travel_in_three_requests(emulator, make_client, kit) -> None:
+    items = kit.tracks(2500)
+    outcomes = make_client().deliver(items, kit.fields)
+    assert outcomes == [DELIVERED] * 2500
+    assert kit.requests_to(emulator) == {"200": 3}
+    stored = emulator.tracked_events()
+    assert [e["idempotency_key"] for e in stored] == [f"k{n}" for n in range(2500)]  # order kept
+
+
+def test_configurable_lower_item_cap(emulator, make_client, kit) -> None:
+    outcomes = make_client(max_items_per_request=100).deliver(kit.tracks(250), kit.fields)
+    assert outcomes == [DELIVERED] * 250
+    assert kit.requests_to(emulator) == {"200": 3}
+
+
+def test_split_at_the_byte_cap(emulator, make_client, kit) -> None:
+    items = kit.tracks(100, pad=400)
+    sizes = {len(pydantic_core.to_json(item.body)) for item in items}
+    overhead = len(b'{"app_id":"demo-app-id","events":[]}')
+    cap = 10_000
+    # Greedy packing of equal-sized items: as many as fit, commas included.
+    item_size = max(sizes)
+    per_request = (cap - overhead + 1) // (item_size + 1)
+    expected = -(-100 // per_request)
+    outcomes = make_client(max_request_bytes=cap).deliver(items, kit.fields)
+    assert outcomes == [DELIVERED] * 100
+    assert kit.requests_to(emulator) == {"200": expected}
+    assert emulator.stats()["bytes_received"] <= expected * cap
+    assert len(emulator.tracked_events()) == 100
+
+
+def test_default_byte_cap_lets_1000_one_kb_events_go_together(emulator, make_client, kit) -> None:
+    items = kit.tracks(1000, pad=900)
+    assert make_client().deliver(items, kit.fields) == [DELIVERED] * 1000
+    assert kit.requests_to(emulator) == {"200": 1}
+
+
+def test_an_item_too_big_alone_is_rejected_without_sending(emulator, make_client, kit) -> None:
+    items = [kit.track(0), kit.track(1, pad=20_000), kit.track(2)]
+    outcomes = make_client(max_request_bytes=10_000).deliver(items, kit.fields)
+    assert outcomes[0] == DELIVERED
+    assert outcomes[2] == DELIVERED
+    assert outcomes[1].fate is Fate.REJECTED
+    assert outcomes[1].error_class is ErrorClass.HEAP_RULE
+    assert "10000" in outcomes[1].reason
+    assert kit.requests_to(emulator) == {"200": 1}
+    assert [e["idempotency_key"] for e in emulator.tracked_events()] == ["k0", "k2"]
+
+
+def test_endpoints_are_grouped_and_identify_goes_one_by_one(emulator, make_client, kit) -> None:
+    items = [
+        kit.identify(0),
+        kit.track(0),
+        kit.user(0),
+        kit.track(1),
+        kit.account(0),
+        kit.identify(1),
+        kit.user(1),
+        kit.account(1),
+        kit.identify(2),
+    ]
+    outcomes = make_client().deliver(items, kit.fields)
+    assert outcomes == [DELIVERED] * len(items)
+    assert kit.requests_to(emulator, Endpoint.IDENTIFY) == {"200": 3}
+    assert kit.requests_to(emulator, Endpoint.TRACK) == {"200": 1}
+    assert kit.requests_to(emulator, Endpoint.ADD_USER_PROPERTIES) == {"200": 1}
+    assert kit.requests_to(emulator, Endpoint.ADD_ACCOUNT_PROPERTIES) == {"200": 1}
+    assert [r["identity"] for r in emulator.identifies()] == ["user-0", "user-1", "user-2"]
+    assert emulator.user_properties() == {"user-0": {"plan": "pro"}, "user-1": {"plan": "pro"}}
+    assert emulator.account_properties() == {"acct-0": {"seats": 0}, "acct-1": {"seats": 1}}
+
+
+def test_request_fields_merge_into_every_body(emulator, make_client, kit) -> None:
+    # The bulk key in request_fields must not produce a duplicate key; the items win.
+    fields = {**kit.fields, "events": "ignored"}
+    assert make_client().deliver(kit.tracks(3), fields) == [DELIVERED] * 3
+    assert len(emulator.tracked_events()) == 3
+
+
+def test_planned_bodies_are_exactly_the_merged_documents(kit) -> None:
+    """The spliced bytes parse to {**request_fields, "events": [bodies]}; identify merges flat."""
+    from heap_forwarder.heap.client import plan_requests
+
+    items = [
+        kit.track(0),
+        HeapItem(Endpoint.TRACK, {"identity": "é", "event": "ü", "idempotency_key": "x"}),
+        kit.identify(0),
+        kit.user(0),
+        kit.track(1, pad=5_000),  # too big for the cap below: in no request
+    ]
+    fields = {"app_id": "a", "extra": [1, {"b": None}], "events": "shadowed"}
+    plans = plan_requests(items, fields, DeliverySettings(max_request_bytes=4_000))
+    assert [(p.endpoint, p.indices) for p in plans] == [
+        (Endpoint.TRACK, (0, 1)),
+        (Endpoint.IDENTIFY, (2,)),
+        (Endpoint.ADD_USER_PROPERTIES, (3,)),
+    ]
+    assert json.loads(plans[0].data) == {**fields, "events": [items[0].body, items[1].body]}
+    assert plans[1].body() == {**fields, **items[2].body}
+    assert plans[2].body() == {**fields, "users": [items[3].body]}
+    assert plan_requests(kit.tracks(3), {})[0].body() == {"events": [i.body for i in kit.tracks(3)]}
+
+
+def test_empty_input_sends_nothing(emulator, make_client, kit) -> None:
+    assert make_client().deliver([], kit.fields) == []
+    assert kit.request_count(emulator) == 0
+
+
+def test_unserialisable_body_is_rejected_not_raised(emulator, make_client, kit) -> None:
+    bad = HeapItem(Endpoint.TRACK, {"identity": "u", "event": "e", "properties": {"x": object()}})
+    outcomes = make_client().deliver([bad, kit.track(1)], kit.fields)
+    assert outcomes[0].fate is Fate.REJECTED
+    assert outcomes[0].error_class is ErrorClass.HEAP_RULE
+    assert outcomes[1] == DELIVERED
+
+
+def test_settings_are_validated() -> None:
+    import pytest
+
+    for bad in (
+        {"max_items_per_request": 0},
+        {"max_items_per_request": 1001},
+        {"base_url": "heapanalytics.com"},
+        {"read_timeout_s": 0},
+        {"retry_budget_s": -1},
+    ):
+        with pytest.raises(ValueError):
+            DeliverySettings(**bad)  # type: ignore[arg-type]
+
+
+def test_default_pool_is_shared_verified_and_never_retries_by_itself() -> None:
+    import ssl
+
+    from heap_forwarder.heap.client import HeapClient, shared_pool
+
+    pool = shared_pool()
+    assert HeapClient()._pool is pool
+    assert HeapClient()._pool is HeapClient()._pool
+    assert pool.connection_pool_kw["cert_reqs"] in ("CERT_REQUIRED", ssl.CERT_REQUIRED)
+    assert pool.connection_pool_kw["retries"].total is False

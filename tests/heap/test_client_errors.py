@@ -1,0 +1,210 @@
+"""HeapClient and Heap's refusals: isolating bad items, 413 splits, configuration faults."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from heap_forwarder.heap.emulator import HeapEmulator
+from heap_forwarder.heap.items import Endpoint
+from heap_forwarder.outcome import DELIVERED, ErrorClass, Fate
+
+
+def _bisection_bound(n: int, offenders: int = 1) -> int:
+    # The first request, then two requests per halving on each offender's path.
+    return 1 + 2 * offenders * math.ceil(math.log2(n))
+
+
+@pytest.mark.parametrize("bad", [0, 1, 499, 500, 777, 999])
+def test_one_bad_event_in_1000_is_isolated(bad: int, emulator, make_client, kit) -> None:
+    emulator.reject_event_names(["Bad Event"])
+    items = kit.tracks(1000)
+    items[bad] = kit.track(bad, "Bad Event")
+    outcomes = make_client().deliver(items, kit.fields)
+    assert outcomes[bad].fate is Fate.REJECTED
+    assert outcomes[bad].error_class is ErrorClass.HEAP_REJECTED
+    assert "Bad Event" in outcomes[bad].reason
+    assert outcomes[bad].reason.startswith("HTTP 400 from Heap: ")
+    assert [o for i, o in enumerate(outcomes) if i != bad] == [DELIVERED] * 999
+    assert len(emulator.tracked_events()) == 999
+    assert kit.request_count(emulator) <= _bisection_bound(1000)
+
+
+def test_several_bad_events_are_each_isolated(emulator, make_client, kit) -> None:
+    emulator.reject_event_names(["Bad Event"])
+    bad = {3, 4, 250, 640, 999}
+    items = [kit.track(n, "Bad Event" if n in bad else "Good") for n in range(1000)]
+    outcomes = make_client().deliver(items, kit.fields)
+    assert {i for i, o in enumerate(outcomes) if o.fate is Fate.REJECTED} == bad
+    assert sum(o.delivered for o in outcomes) == 995
+    assert len(emulator.tracked_events()) == 995
+    assert kit.request_count(emulator) <= _bisection_bound(1000, len(bad))
+
+
+def test_bad_user_property_is_isolated(emulator, make_client, kit) -> None:
+    from heap_forwarder.heap.items import HeapItem
+
+    items = [kit.user(n) for n in range(8)]
+    items[5] = HeapItem(Endpoint.ADD_USER_PROPERTIES, {"identity": "user-5", "properties": {"ID": 1}}, 5)
+    outcomes = make_client().deliver(items, kit.fields)
+    assert [o.fate for o in outcomes] == [Fate.DELIVERED] * 5 + [Fate.REJECTED] + [Fate.DELIVERED] * 2
+    assert "reserved" in outcomes[5].reason
+
+
+def test_bad_identify_is_rejected_alone(emulator, make_client, kit) -> None:
+    from heap_forwarder.heap.items import HeapItem
+
+    items = [
+        kit.identify(0),
+        HeapItem(Endpoint.IDENTIFY, {"user_id": "1", "identity": "undefined"}),
+        kit.identify(2),
+    ]
+    outcomes = make_client().deliver(items, kit.fields)
+    assert outcomes[0] == outcomes[2] == DELIVERED
+    assert outcomes[1].fate is Fate.REJECTED
+    assert outcomes[1].error_class is ErrorClass.HEAP_REJECTED
+
+
+@pytest.fixture
+def small_heap(kit):
+    with HeapEmulator(app_ids=(kit.app_id,), max_body_bytes=50_000) as heap:
+        yield heap
+
+
+def test_413_from_a_smaller_heap(small_heap, pool, clock, kit) -> None:
+    from heap_forwarder.heap.client import DeliverySettings, HeapClient
+
+    client = HeapClient(DeliverySettings(base_url=small_heap.url), pool=pool, sleep=clock.sleep, clock=clock)
+    items = kit.tracks(200, pad=900)  # ~200 KB in one request, four times what this Heap takes
+    items.append(kit.track(200, pad=60_000))  # too big for this Heap even alone
+    outcomes = client.deliver(items, kit.fields)
+    assert outcomes[:200] == [DELIVERED] * 200
+    assert outcomes[200].fate is Fate.REJECTED
+    assert outcomes[200].error_class is ErrorClass.HEAP_REJECTED
+    assert outcomes[200].reason.startswith("HTTP 413 from Heap")
+    assert len(small_heap.tracked_events()) == 200
+    by_status = kit.requests_to(small_heap)
+    assert by_status["413"] >= 3
+    assert sum(by_status.values()) <= 30
+
+
+def test_invalid_app_id_is_a_config_fault_without_bisection(emulator, make_client, kit) -> None:
+    items = [*kit.tracks(2500), kit.user(0), kit.identify(0)]
+    outcomes = make_client().deliver(items, {"app_id": "not-my-app"})
+    assert {o.fate for o in outcomes} == {Fate.RETRYABLE}
+    assert {o.error_class for o in outcomes} == {ErrorClass.CONFIG_FAULT}
+    assert "app ID" in outcomes[0].reason
+    assert "Invalid app_id" in outcomes[0].reason
+    assert kit.request_count(emulator) == 1  # the rest of the call is not sent either
+    assert emulator.tracked_events() == []
+
+
+def test_app_id_value_is_redacted_from_causes(emulator, make_client, kit) -> None:
+    emulator.fail_next(1, 400, body="app_id sekrit-app-123 is unknown")
+    outcome = make_client().deliver(kit.tracks(1), {"app_id": "sekrit-app-123"})[0]
+    assert outcome.error_class is ErrorClass.CONFIG_FAULT
+    assert "sekrit-app-123" not in outcome.reason
+    assert "<app_id>" in outcome.reason
+
+
+def test_a_400_refusing_every_event_alike_is_a_config_fault(emulator, make_client, kit) -> None:
+    emulator.fail_next(10_000, 400, body="Events are not accepted for this environment")
+    outcomes = make_client().deliver(kit.tracks(1000), kit.fields)
+    assert {o.error_class for o in outcomes} == {ErrorClass.CONFIG_FAULT}
+    assert {o.fate for o in outcomes} == {Fate.RETRYABLE}
+    assert outcomes[0].reason.startswith("Heap refused every event alike: Events are not accepted")
+    assert kit.request_count(emulator) == 5  # the request, its two halves, its first and last item
+
+
+def test_every_event_refused_by_heaps_rules_alike_costs_a_few_requests(emulator, make_client, kit) -> None:
+    emulator.reject_event_names(["Nope"])
+    items = [*kit.tracks(2500, name="Nope"), kit.user(0)]
+    outcomes = make_client().deliver(items, kit.fields)
+    assert {o.error_class for o in outcomes} == {ErrorClass.CONFIG_FAULT}
+    assert kit.request_count(emulator) == 5  # and the later requests are not sent
+
+
+def test_every_event_alike_with_three_items(emulator, make_client, kit) -> None:
+    emulator.fail_next(10, 400, body="no")
+    outcomes = make_client().deliver(kit.tracks(3), kit.fields)
+    assert {o.error_class for o in outcomes} == {ErrorClass.CONFIG_FAULT}
+    assert kit.request_count(emulator) == 4  # the first item is the left half already
+
+
+def test_two_items_refused_alike_are_two_rejections(emulator, make_client, kit) -> None:
+    emulator.reject_event_names(["Bad Event"])
+    items = [kit.track(0, "Bad Event"), kit.track(1, "Bad Event"), kit.user(0)]
+    outcomes = make_client().deliver(items, kit.fields)
+    assert [o.fate for o in outcomes] == [Fate.REJECTED, Fate.REJECTED, Fate.DELIVERED]
+
+
+def test_offenders_at_first_middle_and_last_with_one_text_but_good_events_between(
+    emulator, make_client, kit
+) -> None:
+    """Heap's texts name the index, so the parent and both halves all say "events[0]"; the first
+    item alone fails alike too, but the last passes: two offenders, not a global refusal."""
+    emulator.reject_event_names(["Bad Event"])
+    items = kit.tracks(8)
+    for n in (0, 4):
+        items[n] = kit.track(n, "Bad Event")
+    outcomes = make_client().deliver(items, kit.fields)
+    assert {i for i, o in enumerate(outcomes) if o.fate is Fate.REJECTED} == {0, 4}
+    assert sum(o.delivered for o in outcomes) == 6
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 501])
+def test_auth_and_routing_statuses_are_config_faults(status: int, emulator, make_client, kit) -> None:
+    emulator.fail_next(1, status, body="nope")
+    items = [*kit.tracks(1500), kit.identify(0)]
+    outcomes = make_client().deliver(items, kit.fields)
+    assert {(o.fate, o.error_class) for o in outcomes} == {(Fate.RETRYABLE, ErrorClass.CONFIG_FAULT)}
+    assert outcomes[0].reason.startswith(f"HTTP {status} from Heap: check HEAP_API_URL and the app ID")
+    assert kit.request_count(emulator) == 1
+
+
+def test_wrong_base_path_is_a_config_fault(emulator, make_client, kit) -> None:
+    outcomes = make_client(base_url=emulator.url + "/wrong").deliver(kit.tracks(3), kit.fields)
+    assert {o.error_class for o in outcomes} == {ErrorClass.CONFIG_FAULT}
+    assert "HTTP 404" in outcomes[0].reason
+
+
+def test_unknown_4xx_is_a_config_fault(emulator, make_client, kit) -> None:
+    emulator.fail_next(1, 418, body="teapot")
+    outcomes = make_client().deliver(kit.tracks(3), kit.fields)
+    assert {o.error_class for o in outcomes} == {ErrorClass.CONFIG_FAULT}
+    assert kit.request_count(emulator) == 1
+
+
+def test_unexpected_redirect_is_transient_and_not_retried_in_place(emulator, make_client, kit, clock) -> None:
+    emulator.fail_next(1, 301, body="moved")
+    outcomes = make_client().deliver([*kit.tracks(3), kit.user(0)], kit.fields)
+    assert [o.error_class for o in outcomes[:3]] == [ErrorClass.TRANSIENT] * 3
+    assert outcomes[0].reason.startswith("HTTP 301 from Heap")
+    assert outcomes[3] == DELIVERED  # not a configuration fault: the other requests still go
+    assert clock.sleeps == []
+
+
+def test_config_fault_mid_bisection_stops_the_rest(emulator, make_client, kit) -> None:
+    emulator.reject_event_names(["Bad Event"])
+    items = kit.tracks(16)
+    items[9] = kit.track(9, "Bad Event")
+    emulator.fail_next(1, 400, body="postBody.events[9].event: bad")  # the first answer
+    emulator.fail_next(1, 200)  # left half (an injected 200: accepted, not stored)
+    emulator.fail_next(1, 401)  # right half: Heap's app went away
+    outcomes = make_client().deliver([*items, kit.user(0)], kit.fields)
+    assert outcomes[:8] == [DELIVERED] * 8
+    assert {o.error_class for o in outcomes[8:]} == {ErrorClass.CONFIG_FAULT}
+    assert kit.request_count(emulator) == 3
+
+
+def test_unusable_base_url_is_a_config_fault(kit, clock) -> None:
+    import urllib3
+
+    from heap_forwarder.heap.client import DeliverySettings, HeapClient
+
+    client = HeapClient(DeliverySettings(base_url="http://"), pool=urllib3.PoolManager(), clock=clock)
+    outcomes = client.deliver([*kit.tracks(2), kit.identify(0)], kit.fields)
+    assert {o.error_class for o in outcomes} == {ErrorClass.CONFIG_FAULT}
+    assert outcomes[0].reason.startswith("invalid HEAP_API_URL")
+    assert clock.sleeps == []
