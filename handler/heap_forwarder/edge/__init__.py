@@ -1,0 +1,1 @@
+"""The AWS edge: configuration, SSM, SQS, the DLQ, observability. Thin: translate, don't decide."""

@@ -1,0 +1,231 @@
+"""The SQS consumer: records in, partial batch response out. Thin: the pipeline decides fates.
+
+- Each record body is one event or ``{"batch": [...]}``; all events of the invocation are
+  delivered together (bulk).
+- Permanent problems go to the DLQ per event, with the reason; the record is not failed.
+- A record with a retryable event is listed in ``batchItemFailures`` and its visibility
+  timeout grows with its receive count, so a Heap outage is ridden out for hours. Its
+  rejected events wait until the record settles, so the DLQ gets each of them once.
+- On the last receive before the redrive limit the consumer parks the still-failing events
+  in the DLQ itself ("retries exhausted: <cause>"), so nothing reaches the DLQ without a reason.
+- A configuration fault (SSM unreadable, Heap 401/403/404...) fails every record: nothing lost.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from heap_forwarder.edge.dlq import DeadLetter, DeadLetterWriter
+from heap_forwarder.edge.observability import count, logger
+from heap_forwarder.envelopes import BodyError, decode_body
+from heap_forwarder.models import InvalidEvent, events_of
+from heap_forwarder.outcome import ErrorClass, Fate, Outcome, rejected
+from heap_forwarder.pipeline import Pipeline
+
+
+@dataclass
+class _Record:
+    message_id: str
+    receipt_handle: str
+    receive_count: int
+    first_seen: str
+    body: str
+    events: list[Any] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)  # index of each event in the invocation
+    unreadable: Outcome | None = None  # the body itself could not be read as events
+
+
+@dataclass(frozen=True)
+class BackoffPolicy:
+    base_seconds: float
+    cap_seconds: float
+
+    def visibility_timeout(self, receive_count: int, rng: random.Random) -> int:
+        """Exponential in the receive count, capped, with a little jitter so retries spread out."""
+        exponent = min(max(receive_count - 1, 0), 30)
+        ceiling = min(self.cap_seconds, self.base_seconds * (2**exponent))
+        return int(min(43200, ceiling * rng.uniform(0.8, 1.0)))
+
+
+def _first_seen(attributes: Mapping[str, Any]) -> str:
+    stamp = attributes.get("ApproximateFirstReceiveTimestamp") or attributes.get("SentTimestamp")
+    try:
+        moment = datetime.fromtimestamp(int(str(stamp)) / 1000, tz=UTC)
+    except (TypeError, ValueError):
+        moment = datetime.now(tz=UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def read_records(sqs_event: Mapping[str, Any]) -> list[_Record]:
+    records = []
+    for raw in sqs_event.get("Records") or []:
+        attributes = raw.get("attributes") or {}
+        try:
+            receive_count = int(attributes.get("ApproximateReceiveCount", 1))
+        except (TypeError, ValueError):
+            receive_count = 1
+        record = _Record(
+            message_id=str(raw.get("messageId", "")),
+            receipt_handle=str(raw.get("receiptHandle", "")),
+            receive_count=receive_count,
+            first_seen=_first_seen(attributes),
+            body=str(raw.get("body", "")),
+        )
+        try:
+            record.events = events_of(decode_body(record.body))[0]
+        except BodyError as error:
+            record.unreadable = rejected(ErrorClass.INVALID_JSON, str(error))
+        except InvalidEvent as error:
+            record.unreadable = rejected(ErrorClass.INVALID_EVENT, str(error))
+        records.append(record)
+    return records
+
+
+class Consumer:
+    def __init__(
+        self,
+        pipeline_factory: Callable[[], Pipeline],
+        sqs_client: Any,
+        queue_url: str | None,
+        dead_letters: DeadLetterWriter,
+        backoff: BackoffPolicy,
+        *,
+        max_receive_count: int,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pipeline_factory = pipeline_factory
+        self.sqs = sqs_client
+        self.queue_url = queue_url
+        self.dead_letters = dead_letters
+        self.backoff = backoff
+        self.max_receive_count = max_receive_count
+        self.rng = rng or random.Random()
+        self.clock = clock
+
+    def handle(self, sqs_event: Mapping[str, Any], remaining_seconds: float | None) -> dict[str, Any]:
+        records = read_records(sqs_event)
+        count("BatchSize", len(records))
+        try:
+            pipeline = self.pipeline_factory()
+        except Exception as error:  # SSM down, app ID missing, playbook unusable: retry all
+            logger.error("configuration fault: every record will be retried", extra={"cause": str(error)})
+            count("ConfigurationFaults", 1)
+            return self._retry(records, {r.message_id: str(error) for r in records})
+
+        raws: list[Any] = []
+        for record in records:
+            for event in record.events:
+                record.positions.append(len(raws))
+                raws.append(event)
+        count("EventsReceived", len(raws) + sum(1 for r in records if r.unreadable))
+        deadline = self.clock() + remaining_seconds if remaining_seconds is not None else None
+        outcomes = pipeline.process(raws, deadline=deadline) if raws else []
+        return self._settle(records, outcomes)
+
+    def _settle(self, records: Sequence[_Record], outcomes: Sequence[Outcome]) -> dict[str, Any]:
+        letters: list[DeadLetter] = []
+        letter_owner: list[str] = []
+        to_retry: dict[str, str] = {}
+        delivered = retried = 0
+        config_faults = 0
+        for record in records:
+            if record.unreadable is not None:
+                letters.append(self._letter(record, record.body, record.unreadable))
+                letter_owner.append(record.message_id)
+                continue
+            mine = [outcomes[p] for p in record.positions]
+            retryable = [o for o in mine if o.fate is Fate.RETRYABLE]
+            delivered += sum(1 for o in mine if o.fate is Fate.DELIVERED)
+            config_faults += sum(1 for o in retryable if o.error_class is ErrorClass.CONFIG_FAULT)
+            last_receive = record.receive_count >= self.max_receive_count
+            if retryable and not last_receive:
+                retried += len(retryable)
+                to_retry[record.message_id] = retryable[0].reason
+                continue  # rejected siblings wait until the record settles: one DLQ letter each
+            for event, outcome in zip(record.events, mine, strict=True):
+                if outcome.fate is Fate.DELIVERED:
+                    continue
+                final = outcome
+                if outcome.fate is Fate.RETRYABLE:
+                    final = Outcome(
+                        Fate.REJECTED, ErrorClass.RETRIES_EXHAUSTED, f"retries exhausted: {outcome.reason}"
+                    )
+                letters.append(self._letter(record, _event_text(event), final))
+                letter_owner.append(record.message_id)
+
+        if config_faults:
+            logger.error(
+                "Heap refused the configuration; records will be retried", extra={"events": config_faults}
+            )
+            count("ConfigurationFaults", 1)
+        written = self.dead_letters.write(letters) if letters else []
+        for letter, owner, ok in zip(letters, letter_owner, written, strict=True):
+            if ok:
+                logger.warning(
+                    "event parked in the DLQ",
+                    extra={
+                        "sqs_message_id": owner,
+                        "error_class": str(letter.error_class),
+                        "reason": letter.reason,
+                    },
+                )
+                count(f"EventsRejected.{letter.error_class}", 1)
+            else:
+                # The DLQ refused it: keep the record in the queue rather than lose the event.
+                to_retry.setdefault(owner, "dead-letter queue write failed")
+        rejected_count = sum(written)
+        count("EventsDelivered", delivered)
+        count("EventsRetried", retried)
+        count("EventsRejected", rejected_count)
+        count("DlqWrites", rejected_count)
+        return self._retry([r for r in records if r.message_id in to_retry], to_retry)
+
+    def _letter(self, record: _Record, body: str, outcome: Outcome) -> DeadLetter:
+        return DeadLetter(body, outcome.error_class, outcome.reason, record.message_id, record.first_seen)
+
+    def _retry(self, records: Sequence[_Record], causes: Mapping[str, str]) -> dict[str, Any]:
+        """List the records as failures and push their next delivery out (growing backoff)."""
+        if records:
+            logger.info(
+                "records left for retry",
+                extra={"records": len(records), "first_cause": next(iter(causes.values()))},
+            )
+            self._back_off(records)
+        return {"batchItemFailures": [{"itemIdentifier": r.message_id} for r in records]}
+
+    def _back_off(self, records: Sequence[_Record]) -> None:
+        if not self.queue_url:
+            return
+        entries = [
+            {
+                "Id": str(i),
+                "ReceiptHandle": r.receipt_handle,
+                "VisibilityTimeout": self.backoff.visibility_timeout(r.receive_count, self.rng),
+            }
+            for i, r in enumerate(records)
+        ]
+        for start in range(0, len(entries), 10):
+            try:
+                self.sqs.change_message_visibility_batch(
+                    QueueUrl=self.queue_url, Entries=entries[start : start + 10]
+                )
+            except (BotoCoreError, ClientError) as error:
+                # The queue's own visibility timeout still brings the records back: log, go on.
+                logger.warning("could not extend visibility timeouts", extra={"cause": type(error).__name__})
+
+
+def _event_text(event: Any) -> str:
+    import json
+
+    try:
+        return json.dumps(event, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        return json.dumps(event, ensure_ascii=False, default=str)

@@ -1,0 +1,40 @@
+"""The one place that owns the logger, metrics and tracer (Powertools).
+
+Logs are structured JSON with a correlation id; metrics go out as EMF at the end of each
+invocation; tracing is switched on by the template (POWERTOOLS_TRACE_DISABLED=false + Active
+tracing). Never log the app ID, the write key or event traits/properties at INFO.
+"""
+
+from __future__ import annotations
+
+import os
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+from heap_forwarder.heap.client import RequestRecord
+
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "heap-forwarder")
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "HeapForwarder")
+
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+# Off unless the deployment turns it on: X-Ray costs per trace and the SDK per cold start.
+tracer = Tracer(
+    service=SERVICE, disabled=os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").lower() != "false"
+)
+
+
+def record_heap_request(record: RequestRecord) -> None:
+    """Observer handed to the Heap client: one metric point per HTTP attempt."""
+    metrics.add_metric(name="HeapRequests", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(
+        name="HeapLatency", unit=MetricUnit.Milliseconds, value=round(record.seconds * 1000, 1)
+    )
+    if record.status is None or record.status >= 400:
+        metrics.add_metric(name="HeapRequestErrors", unit=MetricUnit.Count, value=1)
+
+
+def count(name: str, value: float) -> None:
+    if value:
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)

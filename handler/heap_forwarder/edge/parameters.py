@@ -1,0 +1,45 @@
+"""SSM Parameter Store through Powertools' parameters utility: decrypted, cached with a TTL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.parameters import SSMProvider
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
+
+class ParameterUnavailable(RuntimeError):
+    """A parameter could not be read (missing, denied, SSM down). Never carries the value."""
+
+
+class ParameterStore:
+    def __init__(self, max_age: int, provider: SSMProvider | None = None, client: Any = None) -> None:
+        self.max_age = max_age
+        self._provider = provider
+        self._client = client
+
+    @property
+    def provider(self) -> SSMProvider:
+        # Created on first use: boto3 clients are costly to build, and tests inject moto's.
+        if self._provider is None:
+            self._provider = SSMProvider(boto3_client=self._client) if self._client else SSMProvider()
+        return self._provider
+
+    def get(self, name: str) -> str:
+        try:
+            value = self.provider.get(name, max_age=self.max_age, decrypt=True)
+        except GetParameterError as error:
+            cause = error.__cause__ or error
+            raise ParameterUnavailable(f"cannot read SSM parameter {name}: {_describe(cause)}") from None
+        if not isinstance(value, str) or not value.strip():
+            raise ParameterUnavailable(f"SSM parameter {name} is empty")
+        return value.strip()
+
+
+def _describe(error: BaseException) -> str:
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        if code:
+            return str(code)
+    return type(error).__name__

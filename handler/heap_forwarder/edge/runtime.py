@@ -1,0 +1,77 @@
+"""The services a warm Lambda process keeps between invocations, built on first use.
+
+Module-level on purpose: Lambda reuses the process, so the Heap connection pool, boto3
+clients, the SSM cache and the compiled playbook survive from one invocation to the next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from heap_forwarder.edge.config import ConfigurationError, Settings, load_settings
+from heap_forwarder.edge.observability import count, logger, record_heap_request
+from heap_forwarder.edge.parameters import ParameterStore
+from heap_forwarder.heap.client import HeapClient
+from heap_forwarder.heap.limiter import RateLimiter
+from heap_forwarder.mapping.engine import Mapper
+from heap_forwarder.mapping.loader import PlaybookHolder, build_playbook
+from heap_forwarder.mapping.playbook import PlaybookError
+from heap_forwarder.pipeline import Pipeline
+
+
+def _report_bad_playbook(error: PlaybookError) -> None:
+    logger.error(
+        "mapping override refused; keeping the last good playbook", extra={"problems": error.problems}
+    )
+    count("MappingErrors", 1)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    parameters: ParameterStore
+    heap: HeapClient
+    sqs_client: Any = None
+    _playbooks: PlaybookHolder | None = None
+    _mapper: Mapper | None = None
+    _mapper_key: tuple[str, int] | None = field(default=None, repr=False)
+
+    def playbook_holder(self) -> PlaybookHolder:
+        if self._playbooks is None:
+            self._playbooks = PlaybookHolder(build_playbook(self.settings.mapping_file), _report_bad_playbook)
+        return self._playbooks
+
+    def pipeline(self) -> Pipeline:
+        """The pipeline with the current app ID and playbook (both cached; SSM re-read after the TTL)."""
+        if not self.settings.heap_app_id_parameter:
+            raise ConfigurationError(
+                "HEAP_APP_ID_PARAMETER is not set: name the SSM parameter holding the app ID"
+            )
+        app_id = self.parameters.get(self.settings.heap_app_id_parameter)
+        holder = self.playbook_holder()
+        if self.settings.mapping_parameter:
+            holder.refresh(self.settings.mapping_file, self.parameters.get(self.settings.mapping_parameter))
+        key = (app_id, id(holder.playbook))
+        if self._mapper is None or key != self._mapper_key:
+            self._mapper = Mapper(holder.playbook, {"MY_APP_ID": app_id})
+            self._mapper_key = key
+        return Pipeline(self._mapper, self.heap)
+
+    def sqs(self) -> Any:
+        if self.sqs_client is None:
+            import boto3
+
+            self.sqs_client = boto3.client("sqs")
+        return self.sqs_client
+
+
+def build_runtime(settings: Settings | None = None, *, retry_budget_seconds: float | None = None) -> Runtime:
+    settings = settings or load_settings()
+    limiter = RateLimiter(settings.rate_limit_events_per_minute, settings.rate_limit_burst)
+    heap = HeapClient(
+        settings.delivery(retry_budget_seconds=retry_budget_seconds),
+        limiter=limiter,
+        observer=record_heap_request,
+    )
+    return Runtime(settings, ParameterStore(settings.parameters_max_age), heap)

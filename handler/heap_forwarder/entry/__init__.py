@@ -1,0 +1,1 @@
+"""Lambda entry points (the template's Handler values). Thin: wire, call, translate."""
