@@ -1,0 +1,268 @@
+"""``heap-forwarder``: thin command-line fronts on the same pipeline the Lambda functions run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from heap_forwarder.envelopes import (
+    ROUTE_TYPES,
+    BodyError,
+    decode_body,
+    http_body_bytes,
+    is_http_api_event,
+    is_sqs_event,
+    sqs_bodies,
+)
+from heap_forwarder.heap.items import HeapItem
+from heap_forwarder.mapping.engine import Mapper
+from heap_forwarder.mapping.loader import build_playbook
+from heap_forwarder.mapping.playbook import PlaybookError
+from heap_forwarder.models import InvalidEvent, events_of
+
+APP_ID_PLACEHOLDER = "<MY_APP_ID>"
+
+
+def _events_in(document: Any) -> list[tuple[str, Any]]:
+    """(label, raw event) for every event a file holds, whatever carries it."""
+    if is_sqs_event(document):
+        found: list[tuple[str, Any]] = []
+        for message_id, body in sqs_bodies(document):
+            found.extend(_decoded(f"SQS record {message_id}", body.encode("utf-8")))
+        return found
+    if is_http_api_event(document):
+        event_type = ROUTE_TYPES.get(str(document.get("rawPath")))
+        try:
+            http_body = http_body_bytes(document)
+        except BodyError as error:
+            return [("HTTP request", _Unreadable(str(error)))]
+        return [
+            (
+                label,
+                {**raw, "type": raw.get("type", event_type)} if event_type and isinstance(raw, dict) else raw,
+            )
+            for label, raw in _decoded(f"HTTP {document.get('rawPath')}", http_body)
+        ]
+    return [(f"event {i}", raw) for i, raw in enumerate(_unbatched(document))]
+
+
+def _unbatched(document: Any) -> list[Any]:
+    try:
+        return events_of(document)[0]
+    except InvalidEvent:
+        return [document]
+
+
+def _decoded(label: str, body: bytes) -> list[tuple[str, Any]]:
+    try:
+        document = decode_body(body)
+    except BodyError as error:
+        return [(label, _Unreadable(str(error)))]
+    events = _unbatched(document)
+    if len(events) == 1:
+        return [(label, events[0])]
+    return [(f"{label} batch[{i}]", raw) for i, raw in enumerate(events)]
+
+
+class _Unreadable:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _requests(items: Sequence[HeapItem], request_fields: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    from heap_forwarder.heap.client import plan_requests
+
+    return [(str(p.endpoint), p.body()) for p in plan_requests(items, request_fields)]
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from heap_forwarder.pipeline import Pipeline
+
+    try:
+        playbook = build_playbook(args.mapping)
+    except PlaybookError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    mapper = Mapper(playbook, {"MY_APP_ID": args.app_id or APP_ID_PLACEHOLDER, "MY_USER_ID": args.user_id})
+    pipeline = Pipeline(mapper, deliverer=_NoDelivery())
+    status = 0
+    for path in args.files:
+        try:
+            document = json.loads(Path(path).read_text("utf-8"))
+        except (OSError, ValueError) as error:
+            print(f"== {path}\nerror: cannot read: {error}", file=sys.stderr)
+            status = 1
+            continue
+        labelled = _events_in(document)
+        print(f"== {path}: {len(labelled)} event(s)")
+        readable = [(label, raw) for label, raw in labelled if not isinstance(raw, _Unreadable)]
+        for label, raw in labelled:
+            if isinstance(raw, _Unreadable):
+                print(f"  rejected {label}: invalid_json: {raw.reason}")
+                status = 1
+        prepared = pipeline.prepare([raw for _, raw in readable])
+        for (label, _), decided in zip(readable, prepared.decided, strict=True):
+            if decided is not None:
+                print(f"  rejected {label}: {decided.error_class}: {decided.reason}")
+                status = 1
+        for path_, body in _requests(prepared.items, mapper.request_fields):
+            print(f"POST {path_}")
+            print(json.dumps(body, indent=2, ensure_ascii=False))
+    return status
+
+
+class _NoDelivery:
+    def deliver(self, items: Any, request_fields: Any, *, deadline: float | None = None) -> list[Any]:
+        raise RuntimeError("preview never delivers")
+
+
+def cmd_mapping_check(args: argparse.Namespace) -> int:
+    try:
+        playbook = build_playbook(args.file)
+    except PlaybookError as error:
+        print(f"{error.source}: {len(error.problems)} problem(s)", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    events = sorted(playbook.spec.events)
+    print(
+        f"{playbook.source}: OK ({len(events)} event mappings: {', '.join(events)}; default: "
+        f"{'yes' if playbook.default else 'none'})"
+    )
+    return 0
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from heap_forwarder.heap.emulator import serve
+
+    serve(args.host, args.port, args.app_id or ["demo-app-id"], args.time_scale, args.enforce_rate_limits)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from heap_forwarder.local.demo import run_demo
+
+    summary = run_demo(args.root)
+    return 0 if summary["tracked"] else 1
+
+
+def _env_overrides(path: Path | None, logical_id: str) -> dict[str, str]:
+    """SAM's --env-vars file: {"FunctionLogicalId": {"VAR": "value"}, "Parameters": {...}}."""
+    if path is None:
+        return {}
+    document = json.loads(path.read_text("utf-8"))
+    merged = {**document.get("Parameters", {}), **document.get(logical_id, {})}
+    return {str(k): str(v) for k, v in merged.items()}
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    from heap_forwarder.local.invoke import InvokeError, invoke, read_event
+    from heap_forwarder.local.sandbox import Sandbox
+    from heap_forwarder.local.template import Resolver, TemplateError, function_spec, load_template
+
+    try:
+        event = read_event(args.event)
+        overrides = _env_overrides(args.env_vars, args.function)
+        if args.aws:
+            # Real AWS and Heap: the environment comes from the template and --env-vars only.
+            template = load_template(args.template)
+            spec = function_spec(template, args.function, Resolver(template))
+            spec.environment.update(overrides)
+            print(json.dumps(invoke(spec, event), indent=2))
+            return 0
+        with Sandbox(template_path=args.template) as sandbox:
+            spec = sandbox.function(args.function, overrides)
+            response = invoke(spec, event)
+            state = sandbox.emulator.state()
+            letters = sandbox.dead_letters()
+    except (InvokeError, TemplateError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print("Response:")
+    print(json.dumps(response, indent=2))
+    print(
+        f"Heap received {len(state['tracked_events'])} track event(s), user properties for "
+        f"{len(state['user_properties'])} identity(ies), {len(state['account_properties'])} account(s):"
+    )
+    print(
+        json.dumps(
+            {k: state[k] for k in ("tracked_events", "user_properties", "account_properties", "identifies")},
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
+    for letter in letters:
+        print(f"DLQ: [{letter.attributes.get('ErrorClass')}] {letter.attributes.get('Reason')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="heap-forwarder", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    preview = commands.add_parser(
+        "preview", help="print the exact Heap request(s) events produce (no network)"
+    )
+    preview.add_argument(
+        "files", nargs="+", help="event JSON: plain, {batch: [...]}, SQS or API Gateway event"
+    )
+    preview.add_argument("--mapping", type=Path, help="a playbook override file (as MAPPING_FILE)")
+    preview.add_argument("--app-id", help=f"the Heap app ID to show (default: {APP_ID_PLACEHOLDER})")
+    preview.add_argument("--user-id", help="MY_USER_ID connection parameter, if your playbook uses it")
+    preview.set_defaults(run=cmd_preview)
+
+    mapping = commands.add_parser("mapping", help="playbook tools").add_subparsers(
+        dest="mapping_command", required=True
+    )
+    check = mapping.add_parser(
+        "check", help="validate a playbook (merged onto the default) and list every problem"
+    )
+    check.add_argument(
+        "file", nargs="?", type=Path, help="playbook override file (default: the bundled playbook)"
+    )
+    check.set_defaults(run=cmd_mapping_check)
+
+    emulator = commands.add_parser("emulator", help="run the local Heap emulator")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    emulator.add_argument(
+        "--app-id", action="append", help="an accepted app ID (repeatable; default demo-app-id)"
+    )
+    emulator.add_argument(
+        "--time-scale", type=float, default=1.0, help="Heap minutes pass this many times faster"
+    )
+    emulator.add_argument("--enforce-rate-limits", action="store_true")
+    emulator.set_defaults(run=cmd_emulator)
+
+    demo = commands.add_parser("demo", help="replay events/ through the real handlers into the emulator")
+    demo.add_argument(
+        "--root", type=Path, default=Path("."), help="the project folder (template.yaml, events/)"
+    )
+    demo.set_defaults(run=cmd_demo)
+
+    invoke = commands.add_parser(
+        "invoke", help="Docker-free `sam local invoke`: run a function's handler in-process"
+    )
+    invoke.add_argument("function", help="the function's logical ID in template.yaml, e.g. ConsumerFunction")
+    invoke.add_argument("-e", "--event", type=Path, required=True, help="the Lambda event JSON file")
+    invoke.add_argument("-t", "--template", type=Path, default=Path("template.yaml"))
+    invoke.add_argument("-n", "--env-vars", type=Path, help="SAM-style environment overrides JSON")
+    invoke.add_argument(
+        "--aws", action="store_true", help="use real AWS and Heap (your credentials), not the sandbox"
+    )
+    invoke.set_defaults(run=cmd_invoke)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    status: int = args.run(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

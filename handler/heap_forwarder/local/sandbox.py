@@ -1,0 +1,178 @@
+"""A local stand-in for the stack: moto's SQS and SSM (in-process) and the Heap emulator.
+
+The queues and parameters are made as ``template.yaml`` describes them (the main queue's
+redrive policy included), so handlers run here exactly as they would in the account.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from heap_forwarder.heap.emulator import HeapEmulator
+from heap_forwarder.local.template import FunctionSpec, Resolver, function_spec, load_template
+
+DEFAULT_TEMPLATE = Path("template.yaml")
+LOCAL_APP_ID = "demo-app-id"
+LOCAL_WRITE_KEY = "demo-write-key"
+REGION = "us-east-1"
+_DUMMY_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+
+@contextmanager
+def environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration, restoring the previous values after."""
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@dataclass
+class DeadLetterView:
+    body: str
+    attributes: dict[str, str]
+    message_id: str
+
+
+@dataclass
+class Sandbox:
+    """moto + the Heap emulator, with the template's queues and SSM parameters."""
+
+    template_path: Path = DEFAULT_TEMPLATE
+    app_id: str = LOCAL_APP_ID
+    write_key: str | None = LOCAL_WRITE_KEY
+    parameters: dict[str, str] = field(default_factory=dict)
+    emulator: HeapEmulator = field(default_factory=lambda: HeapEmulator(app_ids=(LOCAL_APP_ID,)))
+    resources: dict[str, dict[str, str]] = field(default_factory=dict)
+    _stack: list[Any] = field(default_factory=list)
+
+    def __enter__(self) -> Sandbox:
+        from moto import mock_aws
+
+        self.template = load_template(self.template_path)
+        env = environment(_DUMMY_AWS)
+        env.__enter__()
+        self._stack.append(env)
+        mock = mock_aws()
+        mock.start()
+        self._stack.append(mock)
+        self.emulator.start()
+        self._stack.append(self.emulator)
+        self._create_queues()
+        self._create_parameters()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        while self._stack:
+            item = self._stack.pop()
+            if isinstance(item, HeapEmulator) or hasattr(item, "stop"):
+                item.stop()
+            else:
+                item.__exit__(None, None, None)
+
+    # ------------------------------------------------------------------ AWS stand-ins
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(service, region_name=REGION)
+
+    def resolver(self) -> Resolver:
+        return Resolver(self.template, self.parameters, self.resources, REGION)
+
+    def _queue_properties(self, logical_id: str) -> dict[str, Any]:
+        resource = self.template["Resources"].get(logical_id) or {}
+        return dict(resource.get("Properties") or {})
+
+    def _create_queues(self) -> None:
+        sqs = self.client("sqs")
+        queues = [k for k, v in self.template["Resources"].items() if v.get("Type") == "AWS::SQS::Queue"]
+        # Dead-letter queues first: the others' redrive policies point at them.
+        queues.sort(key=lambda q: "RedrivePolicy" in self._queue_properties(q))
+        for logical_id in queues:
+            properties = self._queue_properties(logical_id)
+            attributes: dict[str, str] = {}
+            timeout = properties.get("VisibilityTimeout")
+            if timeout is not None:
+                attributes["VisibilityTimeout"] = str(self.resolver().resolve(timeout))
+            redrive = properties.get("RedrivePolicy")
+            if redrive:
+                resolved = self.resolver().resolve(redrive)
+                attributes["RedrivePolicy"] = json.dumps(
+                    {
+                        "deadLetterTargetArn": resolved["deadLetterTargetArn"],
+                        "maxReceiveCount": str(resolved["maxReceiveCount"]),
+                    }
+                )
+            url = sqs.create_queue(QueueName=f"heap-forwarder-local-{logical_id}", Attributes=attributes)[
+                "QueueUrl"
+            ]
+            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+                "QueueArn"
+            ]
+            self.resources[logical_id] = {
+                "Ref": url,
+                "QueueUrl": url,
+                "Arn": arn,
+                "QueueName": url.rsplit("/", 1)[-1],
+            }
+
+    def _create_parameters(self) -> None:
+        ssm = self.client("ssm")
+        resolver = self.resolver()
+        app_id_name = resolver.parameters.get("HeapAppIdParameterName", "/heap-forwarder/app-id")
+        ssm.put_parameter(Name=app_id_name, Value=self.app_id, Type="SecureString", Overwrite=True)
+        key_name = resolver.parameters.get("WriteKeyParameterName", "")
+        if self.write_key and key_name:
+            ssm.put_parameter(Name=key_name, Value=self.write_key, Type="SecureString", Overwrite=True)
+
+    def queue_url(self, logical_id: str) -> str:
+        return self.resources[logical_id]["QueueUrl"]
+
+    # ------------------------------------------------------------------ functions
+    def function(self, logical_id: str, overrides: Mapping[str, str] | None = None) -> FunctionSpec:
+        spec = function_spec(self.template, logical_id, self.resolver())
+        spec.environment["HEAP_API_URL"] = self.emulator.url
+        spec.environment.update(overrides or {})
+        return spec
+
+    def dead_letters(self, logical_id: str = "DeadLetterQueue") -> list[DeadLetterView]:
+        """Every message in the DLQ, left in place (received, then made visible again)."""
+        sqs = self.client("sqs")
+        url = self.queue_url(logical_id)
+        seen: list[DeadLetterView] = []
+        handles = []
+        while True:
+            response = sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30, MessageAttributeNames=["All"]
+            )
+            messages = response.get("Messages", [])
+            if not messages:
+                break
+            for message in messages:
+                attributes = {
+                    k: v.get("StringValue", "") for k, v in (message.get("MessageAttributes") or {}).items()
+                }
+                seen.append(DeadLetterView(message["Body"], attributes, message["MessageId"]))
+                handles.append(message["ReceiptHandle"])
+        for handle in handles:
+            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
+        return seen
