@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from heap_forwarder.heap.items import Endpoint, HeapItem
 from heap_forwarder.mapping.transforms import flatten_object
+from heap_forwarder.models import normalise_timestamp
 
 MAX_STRING = 1023  # Heap: keys and values "fewer than 1024 characters"
 MAX_IDENTITY = 255
@@ -55,58 +56,110 @@ def check_identity(value: Any, field: str = "identity") -> str:
     return value
 
 
-def _scalar(key: str, value: Any, settings: RuleSettings) -> str | int | float | None:
+def _list_value(key: str, value: list[Any], settings: RuleSettings) -> str:
+    """An array of scalars as Heap stores it (``a||b||c``) or, in stringify mode, as JSON text."""
+    if settings.arrays == "join":
+        parts = []
+        for v in value:
+            scalar = _leaf(key, v, settings)
+            if scalar is not None:
+                parts.append(str(scalar))
+        return "||".join(parts)[:MAX_STRING]
+    return _compact_json(value)[:MAX_STRING]
+
+
+def _leaf(key: str, value: Any, settings: RuleSettings) -> str | int | float | None:
     """A property value as Heap takes it (string or number), or None to leave the key out."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_STRING else value[:MAX_STRING]
+    if isinstance(value, bool):  # before int: bool is an int to Python, not to Heap
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise HeapRuleError(f"properties.{key}: {value} is not a finite number")
+        return float(value)
     if value is None:
         return None  # a null has no meaning to Heap: the property is simply not set
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise HeapRuleError(f"properties.{key}: {value} is not a finite number")
-        return value
-    if isinstance(value, str):
-        return value[:MAX_STRING]
     if isinstance(value, list):
-        if settings.arrays == "join":
-            parts = [p for p in (_scalar(key, v, settings) for v in value) if p is not None]
-            return "||".join(str(p) for p in parts)[:MAX_STRING]
-        return _compact_json(value)[:MAX_STRING]
+        return _list_value(key, value, settings)
     if isinstance(value, dict):
-        # Only reached in stringify mode (flatten removed nested objects; drop filtered them).
-        return _compact_json(value)[:MAX_STRING]
+        return _compact_json(value)[:MAX_STRING]  # stringify mode: flatten never gets here
     return str(value)[:MAX_STRING]
 
 
+def _is_nested(value: Any) -> bool:
+    kind = type(value)
+    return kind is dict or (kind is list and any(type(v) is dict or type(v) is list for v in value))
+
+
+def _put(cleaned: dict[str, Any], key: str, value: Any, settings: RuleSettings) -> None:
+    if len(key) > MAX_STRING:
+        raise HeapRuleError(
+            f"properties: key {key[:40]!r}... has {len(key)} characters, Heap allows fewer than 1024"
+        )
+    scalar = _leaf(key, value, settings)
+    if scalar is not None:
+        cleaned[key] = scalar
+
+
 def clean_properties(properties: Any, settings: RuleSettings, *, user: bool = False) -> dict[str, Any]:
-    """A properties object as Heap accepts it: flat, string or number values, bounded lengths."""
+    """A properties object as Heap accepts it: flat, string or number values, bounded lengths.
+
+    The common case (flat strings and numbers) takes the fast path; nested values are
+    flattened to dot keys (or stringified, or dropped, as the playbook's rules say).
+    """
     if properties is None:
         return {}
     if not isinstance(properties, dict):
         raise HeapRuleError(f"properties: must be an object, not {type(properties).__name__}")
-    if settings.nested == "flatten":
-        source = flatten_object(properties)
-    elif settings.nested == "drop":
-        source = {k: v for k, v in properties.items() if not isinstance(v, dict)}
-    else:
-        source = properties
+    try:
+        return _clean(properties, settings, user)
+    except RecursionError:
+        raise HeapRuleError("properties: nested too deeply to be made flat") from None
+
+
+def _clean(properties: dict[str, Any], settings: RuleSettings, user: bool) -> dict[str, Any]:
     cleaned: dict[str, Any] = {}
-    for key, value in source.items():
-        if len(key) > MAX_STRING:
-            raise HeapRuleError(
-                f"properties: key {key[:40]!r}... has {len(key)} characters, Heap allows fewer than 1024"
-            )
-        if user and key.lower() == "id":
-            continue  # Heap refuses a user property named id; the identity already says who
-        if settings.nested == "drop" and isinstance(value, list) and any(isinstance(v, dict) for v in value):
-            continue
-        scalar = _scalar(key, value, settings)
-        if scalar is None:
-            continue
-        if user and key.lower() == "email" and isinstance(scalar, str):
-            scalar = scalar.lower()
-        cleaned[key] = scalar
+    for key, value in properties.items():
+        kind = type(value)
+        if (kind is str and len(value) <= MAX_STRING and len(key) <= MAX_STRING) or (
+            (kind is int or kind is float)
+            and len(key) <= MAX_STRING
+            and (kind is int or math.isfinite(value))
+        ):
+            cleaned[key] = value
+        elif _is_nested(value):
+            if settings.nested == "flatten":
+                for flat_key, leaf in flatten_object({key: value}).items():
+                    if isinstance(leaf, str) and len(leaf) <= MAX_STRING and len(flat_key) <= MAX_STRING:
+                        cleaned[flat_key] = leaf  # the common leaf, without the general path
+                    else:
+                        _put(cleaned, flat_key, leaf, settings)
+            elif settings.nested == "stringify":
+                _put(cleaned, key, _compact_json(value), settings)
+            # drop: nested values are left out, by the playbook's choice
+        else:
+            _put(cleaned, str(key), value, settings)
+    if user:
+        for key in [k for k in cleaned if k.lower() == "id"]:
+            del cleaned[key]  # Heap refuses a user property named id; the identity already says who
+        for key, value in cleaned.items():
+            if key.lower() == "email" and isinstance(value, str):
+                cleaned[key] = value.lower()
     return cleaned
+
+
+def _timestamp(body: dict[str, Any]) -> None:
+    value = body.get("timestamp")
+    if value is None:
+        body.pop("timestamp", None)
+        return
+    try:
+        body["timestamp"] = normalise_timestamp(value)
+    except ValueError as error:
+        raise HeapRuleError(f"timestamp: {error}") from None
 
 
 def _optional_string(body: dict[str, Any], field: str, limit: int) -> None:
@@ -142,7 +195,7 @@ def apply_rules(item: HeapItem, settings: RuleSettings) -> HeapItem:
         if len(name) > MAX_EVENT_NAME:
             raise HeapRuleError(f"event: {len(name)} characters, Heap allows at most {MAX_EVENT_NAME}")
         body["properties"] = clean_properties(body.get("properties"), settings)
-        _optional_string(body, "timestamp", 64)
+        _timestamp(body)
         _optional_string(body, "session_id", MAX_STRING)
         _optional_string(body, "idempotency_key", MAX_IDEMPOTENCY_KEY)
     elif endpoint is Endpoint.ADD_USER_PROPERTIES:
@@ -163,5 +216,5 @@ def apply_rules(item: HeapItem, settings: RuleSettings) -> HeapItem:
         user_id = body.get("user_id")
         if not isinstance(user_id, str) or not user_id.isdigit():
             raise HeapRuleError(f"user_id: Heap's SDK user id is a numeric string, got {user_id!r}")
-        _optional_string(body, "timestamp", 64)
+        _timestamp(body)
     return HeapItem(endpoint, body, item.source)

@@ -65,14 +65,16 @@ class Mapper:
     """A playbook bound to its connection parameters, ready to map events."""
 
     def __init__(self, playbook: Playbook, params: Mapping[str, str | None]) -> None:
-        missing = [
-            name
+        # A parameter given as None is not given: the playbook's fixed value (if any) stands.
+        values = {
+            name: given if (given := params.get(name)) is not None else spec.value
             for name, spec in playbook.spec.params.items()
-            if spec.required and _is_missing(params.get(name, spec.value))
+        }
+        missing = [
+            name for name, spec in playbook.spec.params.items() if spec.required and _is_missing(values[name])
         ]
         if missing:
             raise MissingParameter(f"connection parameter(s) without a value: {', '.join(missing)}")
-        values = {name: params.get(name, spec.value) for name, spec in playbook.spec.params.items()}
         self.playbook = playbook
         self.request_fields: dict[str, Any] = {}
         for row in playbook.request_rows:
@@ -86,6 +88,13 @@ class Mapper:
 
         self._events = {key: bind(m) for key, m in playbook.events.items()}
         self._default = bind(playbook.default)
+        # Each request mapping's rows, then the global item rows for its endpoint (fill-only).
+        self._steps: dict[int, tuple[tuple[Row, bool], ...]] = {}
+        for mappings in (*self._events.values(), self._default):
+            for mapping in mappings:
+                own = tuple((row, False) for row in mapping.rows)
+                fill = tuple((g.row, True) for g in self._item_rows if mapping.endpoint in g.endpoints)
+                self._steps[id(mapping)] = own + fill
 
     def _mapping_for(self, event_type: str, event_name: str | None) -> tuple[RequestMapping, ...] | None:
         if event_type == "track" and event_name is not None:
@@ -114,31 +123,31 @@ class Mapper:
             if mapping.when is not None and _is_missing(mapping.when(view)):
                 continue
             body: dict[str, Any] = {}
-            for row in mapping.rows:
-                self._apply(row, view, body, only_if_unset=False)
-            for global_row in self._item_rows:
-                if mapping.endpoint in global_row.endpoints:
-                    self._apply(global_row.row, view, body, only_if_unset=True)
+            for row, fill_only in self._steps[id(mapping)]:
+                key = row.key
+                if fill_only and (key[0] in body if len(key) == 1 else _has(body, key)):
+                    continue  # a global row only fills what the event's own mapping left unset
+                try:
+                    value = row.read(view)
+                    for transform in row.transforms:
+                        value = transform(value)
+                except TransformError as error:
+                    name = ".".join(key)
+                    raise MappingError(ErrorClass.INVALID_EVENT, f"{name}: {error}", name) from None
+                if value is None or (isinstance(value, str) and not value.strip()):
+                    if row.required and not _has(body, key):
+                        name = ".".join(key)
+                        raise MappingError(
+                            ErrorClass.INVALID_EVENT, f"{name}: required, but {row.source} is missing", name
+                        )
+                    continue
+                if len(key) == 1:
+                    # Copy objects taken from the event: later rows add keys to them.
+                    body[key[0]] = dict(value) if isinstance(value, dict) else value
+                else:
+                    _assign(body, key, value)
             items.append(HeapItem(mapping.endpoint, body, index))
         return items
-
-    @staticmethod
-    def _apply(row: Row, view: EventView, body: dict[str, Any], *, only_if_unset: bool) -> None:
-        if only_if_unset and _has(body, row.key):
-            return
-        try:
-            value = row.evaluate(view)
-        except TransformError as error:
-            key = ".".join(row.key)
-            raise MappingError(ErrorClass.INVALID_EVENT, f"{key}: {error}", key) from None
-        if _is_missing(value):
-            if row.required and not _has(body, row.key):
-                key = ".".join(row.key)
-                raise MappingError(
-                    ErrorClass.INVALID_EVENT, f"{key}: required, but {row.source} is missing", key
-                )
-            return
-        _assign(body, row.key, value)
 
 
 class _NoEvent(BaseModel):

@@ -20,14 +20,14 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import jmespath
 import jmespath.exceptions
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from heap_forwarder.heap.items import Endpoint
-from heap_forwarder.mapping.transforms import Transform, build_transform
+from heap_forwarder.mapping.transforms import Transform, TransformError, build_transform
 
 ENDPOINTS_BY_NAME = {
     "track": Endpoint.TRACK,
@@ -97,7 +97,13 @@ class RulesSpec(_Strict):
     arrays: Literal["join", "stringify"] = "join"
 
 
-EventSpec = RequestSpec | list[RequestSpec]
+def _as_list(value: Any) -> Any:
+    # One request may be written as a mapping, several as a list: validate both as a list, so
+    # that a problem is reported once, not once per branch of a union.
+    return [value] if isinstance(value, dict) else value
+
+
+EventSpec = Annotated[list[RequestSpec], BeforeValidator(_as_list)]
 
 
 class PlaybookSpec(_Strict):
@@ -139,15 +145,38 @@ class EventView:
 
     def stable_hash(self) -> str:
         source = self.raw if self.raw is not None else self.plain()
-        canonical = json.dumps(source, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        try:
+            canonical = json.dumps(
+                source, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+            )
+        except RecursionError:
+            # Only a hand-built dict gets here (JSON decoding refuses such depth first).
+            raise TransformError(
+                "event_hash: the event is nested too deeply to hash; give it a messageId"
+            ) from None
         return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
 Reader = Callable[[EventView], Any]
 
 
+def _step(node: Any, part: str) -> Any:
+    return node.get(part) if isinstance(node, dict) else getattr(node, part, None)
+
+
 def _lookup(path: tuple[str, ...]) -> Reader:
     """A dotted path compiled to direct attribute / key lookups (no expression engine)."""
+    if len(path) == 1:
+        (only,) = path
+        return lambda view: getattr(view.model, only, None)
+    if len(path) == 2:
+        first, second = path
+
+        def read_two(view: EventView) -> Any:
+            node = getattr(view.model, first, None)
+            return None if node is None else _step(node, second)
+
+        return read_two
 
     def read(view: EventView) -> Any:
         node: Any = view.model
@@ -241,14 +270,15 @@ class _Compiler:
         self.problems: list[str] = []
 
     def compile(self) -> Playbook:
-        request_rows = tuple(
-            r for i, s in enumerate(self.spec.global_.request) if (r := self.row(s, f"global.request[{i}]"))
-        )
-        for spec, row in zip(self.spec.global_.request, request_rows, strict=False):
+        request_rows = []
+        for i, spec in enumerate(self.spec.global_.request):
+            label = f"global.request[{i}]"
             if spec.from_ is not None or spec.expr is not None:
                 self.problems.append(
-                    f"{row.label}: request rows take a param or a value, not event data (from/expr)"
+                    f"{label} ({spec.key}): request rows take a param or a value, not event data (from/expr)"
                 )
+            elif row := self.row(spec, label):
+                request_rows.append(row)
         item_rows: list[GlobalRow] = []
         for i, spec in enumerate(self.spec.global_.item):
             item_row = self.row(spec, f"global.item[{i}]")
@@ -274,13 +304,12 @@ class _Compiler:
         default = self.event(self.spec.default, "default") if self.spec.default is not None else ()
         if self.problems:
             raise PlaybookError(self.source, self.problems)
-        return Playbook(self.spec, self.source, request_rows, tuple(item_rows), events, default)
+        return Playbook(self.spec, self.source, tuple(request_rows), tuple(item_rows), events, default)
 
     def event(self, spec: EventSpec, label: str) -> tuple[RequestMapping, ...]:
-        requests = spec if isinstance(spec, list) else [spec]
         compiled = []
-        for i, request in enumerate(requests):
-            request_label = f"{label}[{i}]" if isinstance(spec, list) else label
+        for i, request in enumerate(spec):
+            request_label = f"{label}[{i}]" if len(spec) > 1 else label
             rows = tuple(
                 r for j, s in enumerate(request.rows) if (r := self.row(s, f"{request_label}.rows[{j}]"))
             )

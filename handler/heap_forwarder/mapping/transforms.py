@@ -11,6 +11,7 @@ import json
 import math
 import re
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from heap_forwarder.models import normalise_timestamp
@@ -25,6 +26,8 @@ class TransformError(ValueError):
 def _to_string(value: Any) -> Any:
     if value is None or isinstance(value, str):
         return value
+    if isinstance(value, datetime):
+        return normalise_timestamp(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
