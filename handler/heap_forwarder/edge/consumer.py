@@ -118,7 +118,7 @@ class Consumer:
         except Exception as error:  # SSM down, app ID missing, playbook unusable: retry all
             logger.error("configuration fault: every record will be retried", extra={"cause": str(error)})
             count("ConfigurationFaults", 1)
-            return self._retry(records, {r.message_id: str(error) for r in records})
+            return self._settle_unprocessed(records, f"configuration fault: {error}")
 
         raws: list[Any] = []
         for record in records:
@@ -187,6 +187,21 @@ class Consumer:
         count("EventsRejected", rejected_count)
         count("DlqWrites", rejected_count)
         return self._retry([r for r in records if r.message_id in to_retry], to_retry)
+
+    def _settle_unprocessed(self, records: Sequence[_Record], cause: str) -> dict[str, Any]:
+        """Records the pipeline never saw: retried, except on their last receive, where they go
+        to the DLQ whole, with the cause, rather than be moved there by SQS without a reason."""
+        exhausted = [r for r in records if r.receive_count >= self.max_receive_count]
+        outcome = Outcome(Fate.REJECTED, ErrorClass.RETRIES_EXHAUSTED, f"retries exhausted: {cause}")
+        written = (
+            self.dead_letters.write([self._letter(r, r.body, outcome) for r in exhausted])
+            if exhausted
+            else []
+        )
+        parked = {r.message_id for r, ok in zip(exhausted, written, strict=True) if ok}
+        count("DlqWrites", len(parked))
+        retry = [r for r in records if r.message_id not in parked]
+        return self._retry(retry, {r.message_id: cause for r in retry})
 
     def _letter(self, record: _Record, body: str, outcome: Outcome) -> DeadLetter:
         return DeadLetter(body, outcome.error_class, outcome.reason, record.message_id, record.first_seen)

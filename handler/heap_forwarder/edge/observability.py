@@ -20,8 +20,12 @@ NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "HeapForwarder")
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 # Off unless the deployment turns it on: X-Ray costs per trace and the SDK per cold start.
+# Off outside Lambda too (local invoke/serve, tests, sam local): no X-Ray daemon, no segment.
 tracer = Tracer(
-    service=SERVICE, disabled=os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").lower() != "false"
+    service=SERVICE,
+    disabled=os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").lower() != "false"
+    or not os.environ.get("LAMBDA_TASK_ROOT")
+    or bool(os.environ.get("AWS_SAM_LOCAL")),
 )
 
 

@@ -4,7 +4,7 @@ What can be made valid is (nested objects flattened to dot keys, arrays of scala
 with ``||``, booleans spelled ``"true"``/``"false"``, long string values cut to 1023
 characters, ``email`` lowercased, ``id`` removed from user properties); what cannot is
 rejected with the rule it broke, so that Heap never refuses a whole bulk request for it.
-See docs/heap-rules.md for the decisions and their reasons.
+See docs/mapping.md ("Heap rules") for the decisions and their reasons.
 """
 
 from __future__ import annotations

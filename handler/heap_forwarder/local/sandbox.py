@@ -151,6 +151,7 @@ class Sandbox:
     def function(self, logical_id: str, overrides: Mapping[str, str] | None = None) -> FunctionSpec:
         spec = function_spec(self.template, logical_id, self.resolver())
         spec.environment["HEAP_API_URL"] = self.emulator.url
+        spec.environment["POWERTOOLS_TRACE_DISABLED"] = "true"  # no X-Ray daemon here
         spec.environment.update(overrides or {})
         return spec
 
