@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic_core import from_json
 
 # Epoch milliseconds beyond this are surely not milliseconds (year 5138): refuse them.
@@ -59,7 +67,16 @@ def normalise_timestamp(value: Any) -> str:
 # Parsed by pydantic's Rust core (ISO 8601 with any offset, or epoch seconds/milliseconds told
 # apart by size), written back as ISO 8601 UTC: a Python validator here would cost more than
 # the rest of the event's validation.
-Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str)]
+def _within_utc_range(moment: datetime) -> datetime:
+    # Only the first and last days of years 1 and 9999 can leave datetime's range in UTC.
+    if moment.year in (1, 9999) and moment.utcoffset():
+        format_timestamp(moment)  # raises ValueError: the field is reported, not a crash later
+    return moment
+
+
+Timestamp = Annotated[
+    datetime, AfterValidator(_within_utc_range), PlainSerializer(format_timestamp, return_type=str)
+]
 Blob = dict[str, Any]
 
 _MODEL_CONFIG = ConfigDict(extra="allow", coerce_numbers_to_str=True, allow_inf_nan=False)

@@ -35,11 +35,16 @@ class _Record:
     message_id: str
     receipt_handle: str
     receive_count: int
-    first_seen: str
+    attributes: Mapping[str, Any]
     body: str
     events: list[Any] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)  # index of each event in the invocation
     unreadable: Outcome | None = None  # the body itself could not be read as events
+
+    @property
+    def first_seen(self) -> str:
+        """When SQS first handed the record over (only dead letters need it: off the hot path)."""
+        return _first_seen(self.attributes)
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,7 @@ def read_records(sqs_event: Mapping[str, Any]) -> list[_Record]:
             message_id=str(raw.get("messageId", "")),
             receipt_handle=str(raw.get("receiptHandle", "")),
             receive_count=receive_count,
-            first_seen=_first_seen(attributes),
+            attributes=attributes,
             body=str(raw.get("body", "")),
         )
         try:

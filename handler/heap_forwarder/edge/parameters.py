@@ -22,14 +22,21 @@ class ParameterStore:
     def provider(self) -> SSMProvider:
         # Created on first use: boto3 clients are costly to build, and tests inject moto's.
         if self._provider is None:
-            self._provider = SSMProvider(boto3_client=self._client) if self._client else SSMProvider()
+            if self._client is None:
+                import boto3
+
+                # A client of boto3's default session: a new Session (SSMProvider's default)
+                # reloads the service models, ~100 ms more on every cold start.
+                self._client = boto3.client("ssm")
+            self._provider = SSMProvider(boto3_client=self._client)
         return self._provider
 
     def get(self, name: str) -> str:
         try:
             value = self.provider.get(name, max_age=self.max_age, decrypt=True)
         except GetParameterError as error:
-            cause = error.__cause__ or error
+            # Powertools raises its error inside the except block: SSM's own error is the context.
+            cause = error.__cause__ or error.__context__ or error
             raise ParameterUnavailable(f"cannot read SSM parameter {name}: {_describe(cause)}") from None
         if not isinstance(value, str) or not value.strip():
             raise ParameterUnavailable(f"SSM parameter {name} is empty")

@@ -299,6 +299,9 @@ class _Delivery:
         # A request is only started if it can time out before the deadline.
         self.request_time = self.settings.connect_timeout_s + self.settings.read_timeout_s
         self.config_cause: str | None = None
+        # Identify calls repeated word for word in one delivery are sent once (linking a Heap
+        # user to an identity is repeat-safe); the repeats share the first one's outcome.
+        self.twins: dict[int, list[int]] = {}
         app_id = self.fields.get("app_id")
         self._secret = app_id if isinstance(app_id, str) and len(app_id) >= 4 else None
 
@@ -313,6 +316,9 @@ class _Delivery:
         self.settle(range(len(self.items)), outcome)
 
     def finish(self) -> list[Outcome]:
+        for first, repeats in self.twins.items():
+            for i in repeats:
+                self.outcomes[i] = self.outcomes[first]
         lost = retryable(ErrorClass.TRANSIENT, "internal error in Heap client: item left without outcome")
         return [o if o is not None else lost for o in self.outcomes]
 
@@ -339,11 +345,16 @@ class _Delivery:
             key = endpoint.bulk_key
             if key is None:
                 # No bulk form: one request per item, body = {**request_fields, **item.body}.
+                sent: dict[bytes, int] = {}
                 for i in indices:
                     if self._encode(i, {**self.fields, **self.items[i].body}) and not self._too_big(
                         i, len(self.encoded[i])
                     ):
-                        plans.append(_Plan(endpoint, [i], b"", b""))
+                        first = sent.setdefault(self.encoded[i], i)
+                        if first != i:
+                            self.twins.setdefault(first, []).append(i)
+                        else:
+                            plans.append(_Plan(endpoint, [i], b"", b""))
             else:
                 prefix, suffix = self._envelope(key)
                 plans.extend(

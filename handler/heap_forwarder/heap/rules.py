@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from heap_forwarder.heap.items import Endpoint, HeapItem
-from heap_forwarder.mapping.transforms import flatten_object
-from heap_forwarder.models import normalise_timestamp
+from heap_forwarder.models import format_timestamp, normalise_timestamp
 
 MAX_STRING = 1023  # Heap: keys and values "fewer than 1024 characters"
 MAX_IDENTITY = 255
@@ -86,6 +86,11 @@ def _leaf(key: str, value: Any, settings: RuleSettings) -> str | int | float | N
         return _list_value(key, value, settings)
     if isinstance(value, dict):
         return _compact_json(value)[:MAX_STRING]  # stringify mode: flatten never gets here
+    if isinstance(value, datetime):
+        try:
+            return format_timestamp(value)  # a time mapped into a property: ISO 8601, as Heap reads it
+        except ValueError as error:
+            raise HeapRuleError(f"properties.{key}: {error}") from None
     return str(value)[:MAX_STRING]
 
 
@@ -122,7 +127,41 @@ def clean_properties(properties: Any, settings: RuleSettings, *, user: bool = Fa
 
 def _clean(properties: dict[str, Any], settings: RuleSettings, user: bool) -> dict[str, Any]:
     cleaned: dict[str, Any] = {}
+    flatten = settings.nested == "flatten"
     for key, value in properties.items():
+        kind = type(value)
+        # The common case first: a flat string or number, kept as it is.
+        if kind is str:
+            if len(value) <= MAX_STRING and len(key) <= MAX_STRING:
+                cleaned[key] = value
+                continue
+        elif kind is int or (kind is float and math.isfinite(value)):
+            if len(key) <= MAX_STRING:
+                cleaned[key] = value
+                continue
+        elif _is_nested(value):
+            if flatten:
+                _flatten_into(cleaned, str(key), value, settings)
+            elif settings.nested == "stringify":
+                _put(cleaned, str(key), _compact_json(value), settings)
+            # drop: nested values are left out, by the playbook's choice
+            continue
+        _put(cleaned, str(key), value, settings)
+    if user:
+        for key in [k for k in cleaned if k.lower() == "id"]:
+            del cleaned[key]  # Heap refuses a user property named id; the identity already says who
+        for key, value in cleaned.items():
+            if key.lower() == "email" and isinstance(value, str):
+                cleaned[key] = value.lower()
+    return cleaned
+
+
+def _flatten_into(cleaned: dict[str, Any], prefix: str, node: Any, settings: RuleSettings) -> None:
+    """Nested objects (and arrays holding objects or arrays) become dot keys, in one pass:
+    ``{"a": {"b": 1}}`` -> ``a.b``, ``{"items": [{"sku": "x"}]}`` -> ``items.0.sku``."""
+    pairs = node.items() if type(node) is dict else enumerate(node)
+    for part, value in pairs:
+        key = f"{prefix}.{part}"
         kind = type(value)
         if (kind is str and len(value) <= MAX_STRING and len(key) <= MAX_STRING) or (
             (kind is int or kind is float)
@@ -131,24 +170,9 @@ def _clean(properties: dict[str, Any], settings: RuleSettings, user: bool) -> di
         ):
             cleaned[key] = value
         elif _is_nested(value):
-            if settings.nested == "flatten":
-                for flat_key, leaf in flatten_object({key: value}).items():
-                    if isinstance(leaf, str) and len(leaf) <= MAX_STRING and len(flat_key) <= MAX_STRING:
-                        cleaned[flat_key] = leaf  # the common leaf, without the general path
-                    else:
-                        _put(cleaned, flat_key, leaf, settings)
-            elif settings.nested == "stringify":
-                _put(cleaned, key, _compact_json(value), settings)
-            # drop: nested values are left out, by the playbook's choice
+            _flatten_into(cleaned, key, value, settings)
         else:
-            _put(cleaned, str(key), value, settings)
-    if user:
-        for key in [k for k in cleaned if k.lower() == "id"]:
-            del cleaned[key]  # Heap refuses a user property named id; the identity already says who
-        for key, value in cleaned.items():
-            if key.lower() == "email" and isinstance(value, str):
-                cleaned[key] = value.lower()
-    return cleaned
+            _put(cleaned, key, value, settings)
 
 
 def _timestamp(body: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import sys
 from collections import Counter
 from pathlib import Path
@@ -30,22 +31,33 @@ def run_demo(
         from heap_forwarder.edge.observability import logger
 
         handler = logger.registered_handler
-        if hasattr(handler, "setStream"):
-            handler.setStream(log)  # the functions' JSON logs go to the file, the summary to you
-        functions = {"ConsumerFunction": ["sqs", "bad"], "ApiFunction": ["api"]}
-        for logical_id, folders in functions.items():
-            if logical_id not in sandbox.template["Resources"]:
-                continue
-            for folder in folders:
-                for path in _event_files(events_dir, folder):
-                    spec = sandbox.function(logical_id)
-                    with contextlib.redirect_stdout(io.StringIO()) as captured:  # EMF metrics
-                        response = invoke(spec, read_event(path))
-                    log.write(captured.getvalue())
-                    invocations.append((logical_id, str(path.relative_to(root)), response))
+        # The functions' JSON logs go to the file, the summary to you; the stream is given back.
+        previous = handler.setStream(log) if isinstance(handler, logging.StreamHandler) else None
+        try:
+            _replay(sandbox, events_dir, root, log, invocations)
+        finally:
+            if previous is not None and isinstance(handler, logging.StreamHandler):
+                handler.setStream(previous)
         state = sandbox.emulator.state()
         letters = sandbox.dead_letters()
     return _summarise(invocations, state, letters, log_path, out)
+
+
+def _replay(
+    sandbox: Sandbox, events_dir: Path, root: Path, log: TextIO, invocations: list[tuple[str, str, Any]]
+) -> None:
+    functions = {"ConsumerFunction": ["sqs", "bad"], "ApiFunction": ["api"]}
+    for logical_id, folders in functions.items():
+        if logical_id not in sandbox.template["Resources"]:
+            continue
+        spec = sandbox.function(logical_id)
+        paths = [path for folder in folders for path in _event_files(events_dir, folder)]
+        for n, path in enumerate(paths):
+            with contextlib.redirect_stdout(io.StringIO()) as captured:  # EMF metrics
+                # Cold for the first event, warm after: one process per function, as in Lambda.
+                response = invoke(spec, read_event(path), cold=n == 0)
+            log.write(captured.getvalue())
+            invocations.append((logical_id, str(path.relative_to(root)), response))
 
 
 def _short(response: Any) -> str:

@@ -67,12 +67,16 @@ def load_handler(spec: FunctionSpec) -> tuple[Callable[[dict[str, Any], Any], An
         raise InvokeError(f"cannot load handler {spec.handler} of {spec.logical_id}: {error}") from None
 
 
-def invoke(spec: FunctionSpec, event: dict[str, Any]) -> Any:
-    """Call the function's handler with ``event`` under its environment; return its response."""
+def invoke(spec: FunctionSpec, event: dict[str, Any], *, cold: bool = True) -> Any:
+    """Call the function's handler with ``event`` under its environment; return its response.
+
+    ``cold`` (the default) forgets the warm state first, as the environment may differ from
+    the last invocation's; pass False to reuse it, as Lambda does between invocations.
+    """
     with environment(spec.environment):
         handler, module = load_handler(spec)
         reset = getattr(module, "reset", None)
-        if callable(reset):
-            reset()  # the environment may differ from the last invocation's: start cold
+        if cold and callable(reset):
+            reset()
         context = LocalContext(spec.logical_id, spec.memory_mb, spec.timeout)
         return handler(event, context)

@@ -64,6 +64,7 @@ class Sandbox:
     emulator: HeapEmulator = field(default_factory=lambda: HeapEmulator(app_ids=(LOCAL_APP_ID,)))
     resources: dict[str, dict[str, str]] = field(default_factory=dict)
     _stack: list[Any] = field(default_factory=list)
+    _clients: dict[str, Any] = field(default_factory=dict)
 
     def __enter__(self) -> Sandbox:
         from moto import mock_aws
@@ -93,7 +94,9 @@ class Sandbox:
     def client(self, service: str) -> Any:
         import boto3
 
-        return boto3.client(service, region_name=REGION)
+        if service not in self._clients:
+            self._clients[service] = boto3.client(service, region_name=REGION)
+        return self._clients[service]
 
     def resolver(self) -> Resolver:
         return Resolver(self.template, self.parameters, self.resources, REGION)

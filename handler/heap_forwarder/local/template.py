@@ -16,7 +16,7 @@ class TemplateError(ValueError):
     pass
 
 
-class _CfnLoader(yaml.SafeLoader):
+class _CfnLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """YAML with CloudFormation's short tags (!Ref, !Sub, !If ...) read as their long forms."""
 
 

@@ -6,7 +6,7 @@ Knows nothing of HTTP or AWS. Heap's value rules are applied afterwards, in one 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -18,6 +18,10 @@ from heap_forwarder.mapping.transforms import TransformError
 from heap_forwarder.models import EVENT_TYPES
 from heap_forwarder.outcome import ErrorClass
 
+# (reader, transforms, single output key or None, output key path, fill-only, the row)
+_Step = tuple[
+    Callable[[EventView], Any], tuple[Callable[[Any], Any], ...], str | None, tuple[str, ...], bool, Row
+]
 _TYPE_KEYS = frozenset(t for t in EVENT_TYPES if t != "track")
 
 
@@ -89,12 +93,16 @@ class Mapper:
         self._events = {key: bind(m) for key, m in playbook.events.items()}
         self._default = bind(playbook.default)
         # Each request mapping's rows, then the global item rows for its endpoint (fill-only).
-        self._steps: dict[int, tuple[tuple[Row, bool], ...]] = {}
+        # Unpacked into plain tuples: the per-event loop then does no attribute lookups.
+        self._steps: dict[int, tuple[_Step, ...]] = {}
         for mappings in (*self._events.values(), self._default):
             for mapping in mappings:
-                own = tuple((row, False) for row in mapping.rows)
-                fill = tuple((g.row, True) for g in self._item_rows if mapping.endpoint in g.endpoints)
-                self._steps[id(mapping)] = own + fill
+                rows = [(row, False) for row in mapping.rows]
+                rows += [(g.row, True) for g in self._item_rows if mapping.endpoint in g.endpoints]
+                self._steps[id(mapping)] = tuple(
+                    (row.read, row.transforms, row.key[0] if len(row.key) == 1 else None, row.key, fill, row)
+                    for row, fill in rows
+                )
 
     def _mapping_for(self, event_type: str, event_name: str | None) -> tuple[RequestMapping, ...] | None:
         if event_type == "track" and event_name is not None:
@@ -113,7 +121,7 @@ class Mapper:
             what = f"track event {event_name!r}" if event_name else f"{event_type!r} events"
             raise MappingError(
                 ErrorClass.UNSUPPORTED,
-                f"unsupported: the playbook has no mapping for {what}"
+                f"the playbook has no mapping for {what}"
                 + (" (Heap's server-side API cannot merge identities)" if event_type == "alias" else ""),
                 "event" if event_name else "type",
             )
@@ -123,27 +131,26 @@ class Mapper:
             if mapping.when is not None and _is_missing(mapping.when(view)):
                 continue
             body: dict[str, Any] = {}
-            for row, fill_only in self._steps[id(mapping)]:
-                key = row.key
-                if fill_only and (key[0] in body if len(key) == 1 else _has(body, key)):
+            for read, transforms, top, key, fill_only, row in self._steps[id(mapping)]:
+                if fill_only and (top in body if top is not None else _has(body, key)):
                     continue  # a global row only fills what the event's own mapping left unset
                 try:
-                    value = row.read(view)
-                    for transform in row.transforms:
+                    value = read(view)
+                    for transform in transforms:
                         value = transform(value)
                 except TransformError as error:
                     name = ".".join(key)
                     raise MappingError(ErrorClass.INVALID_EVENT, f"{name}: {error}", name) from None
-                if value is None or (isinstance(value, str) and not value.strip()):
+                if value is None or (value.__class__ is str and not value.strip()):
                     if row.required and not _has(body, key):
                         name = ".".join(key)
                         raise MappingError(
                             ErrorClass.INVALID_EVENT, f"{name}: required, but {row.source} is missing", name
                         )
                     continue
-                if len(key) == 1:
+                if top is not None:
                     # Copy objects taken from the event: later rows add keys to them.
-                    body[key[0]] = dict(value) if isinstance(value, dict) else value
+                    body[top] = dict(value) if value.__class__ is dict else value
                 else:
                     _assign(body, key, value)
             items.append(HeapItem(mapping.endpoint, body, index))

@@ -15,8 +15,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from heap_forwarder.mapping.playbook import (
     Playbook,
     PlaybookError,
@@ -30,6 +28,8 @@ DEFAULT_PLAYBOOK_NAME = "default_playbook.yaml"
 
 def parse_text(text: str, source: str) -> Any:
     """YAML or JSON text (JSON is YAML, but JSON's own parser gives clearer errors for it)."""
+    import yaml  # imported when a playbook is read, not when a function starts
+
     stripped = text.lstrip()
     try:
         if stripped.startswith(("{", "[")):

@@ -161,6 +161,16 @@ Reader = Callable[[EventView], Any]
 
 
 def _step(node: Any, part: str) -> Any:
+    if node.__class__ is dict:
+        return node.get(part)
+    # A model keeps its fields in __dict__ and unknown fields in __pydantic_extra__: reading
+    # them there skips pydantic's slow __getattr__ for extras (context.sessionId).
+    fields = getattr(node, "__dict__", None)
+    if fields is not None and part in fields:
+        return fields[part]
+    extra = getattr(node, "__pydantic_extra__", None)
+    if extra is not None:
+        return extra.get(part)
     return node.get(part) if isinstance(node, dict) else getattr(node, part, None)
 
 
@@ -168,12 +178,12 @@ def _lookup(path: tuple[str, ...]) -> Reader:
     """A dotted path compiled to direct attribute / key lookups (no expression engine)."""
     if len(path) == 1:
         (only,) = path
-        return lambda view: getattr(view.model, only, None)
+        return lambda view: _step(view.model, only)
     if len(path) == 2:
         first, second = path
 
         def read_two(view: EventView) -> Any:
-            node = getattr(view.model, first, None)
+            node = _step(view.model, first)
             return None if node is None else _step(node, second)
 
         return read_two
@@ -183,7 +193,7 @@ def _lookup(path: tuple[str, ...]) -> Reader:
         for part in path:
             if node is None:
                 return None
-            node = node.get(part) if isinstance(node, dict) else getattr(node, part, None)
+            node = _step(node, part)
         return node
 
     return read

@@ -1,0 +1,436 @@
+"""The SQS consumer through real Lambda-shaped events: moto's SQS, the Heap emulator over HTTP.
+
+Every record ends settled (its events delivered, or parked in the DLQ with a reason) or listed in
+``batchItemFailures`` with a growing visibility timeout; nothing is lost and nothing is parked twice.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime
+
+import pytest
+
+from heap_forwarder.edge.config import ConfigurationError, Settings
+from heap_forwarder.edge.consumer import BackoffPolicy, read_records
+from heap_forwarder.edge.parameters import ParameterStore
+from heap_forwarder.edge.runtime import Runtime
+from heap_forwarder.heap.client import HeapClient
+from heap_forwarder.outcome import ErrorClass
+
+
+def failures(response: dict) -> list[str]:
+    return [f["itemIdentifier"] for f in response["batchItemFailures"]]
+
+
+def ids(event: dict) -> list[str]:
+    return [r["messageId"] for r in event["Records"]]
+
+
+def with_receive_count(event: dict, count: int) -> dict:
+    for record in event["Records"]:
+        record["attributes"]["ApproximateReceiveCount"] = str(count)
+    return event
+
+
+# ---------------------------------------------------------------------------------- all good
+def test_good_records_settle_and_every_event_reaches_heap(aws, emulator, make_consumer, kit) -> None:
+    event = aws.lambda_event(
+        kit.body(kit.track(1)), kit.body(kit.track(2), kit.track(3)), kit.body(kit.raw("identify"))
+    )
+    response = make_consumer().handle(event, 30.0)
+    assert response == {"batchItemFailures": []}
+    assert sorted(e["idempotency_key"] for e in emulator.tracked_events()) == ["msg-1", "msg-2", "msg-3"]
+    assert "130161d0-8fee-4167-aa4d-d151eed27c6b" in emulator.user_properties(kit.APP_ID)
+    assert aws.dead_letters() == []
+    assert aws.visibility_calls == []  # nothing to back off
+
+
+def test_an_empty_event_is_an_empty_response(make_consumer) -> None:
+    assert make_consumer().handle({"Records": []}, 30.0) == {"batchItemFailures": []}
+    assert make_consumer().handle({}, 30.0) == {"batchItemFailures": []}
+
+
+def test_an_empty_batch_body_settles_with_nothing_to_send(aws, emulator, make_consumer) -> None:
+    event = aws.lambda_event(json.dumps({"batch": []}))
+    assert make_consumer().handle(event, 30.0) == {"batchItemFailures": []}
+    assert emulator.stats()["requests_total"] == 0
+    assert aws.dead_letters() == []
+
+
+# ---------------------------------------------------------------------------------- partial failures
+def test_partial_batch_failure_lists_exactly_the_failing_records(aws, emulator, make_consumer, kit) -> None:
+    # Requests go per endpoint in order of first appearance: user properties (the identify), then
+    # the identify link, then the track bulk. Only the first fails, with no retry budget left.
+    identify = kit.raw("identify")
+    event = aws.lambda_event(
+        kit.body(kit.track(1)),
+        kit.body(identify),
+        kit.body(kit.track(2)),
+        kit.body(kit.track(3), kit.raw("identify", messageId="identify-2")),
+    )
+    event["Records"].insert(0, event["Records"].pop(1))  # the identify first
+    emulator.fail_next(1, 503)
+    response = make_consumer(retry_budget_s=0).handle(event, 30.0)
+    record_ids = ids(event)
+    # The identify record and the batch holding the second identify: nothing else.
+    assert failures(response) == [record_ids[0], record_ids[3]]
+    assert sorted(e["idempotency_key"] for e in emulator.tracked_events()) == ["msg-1", "msg-2", "msg-3"]
+    assert aws.dead_letters() == []
+    # Exactly the failed records were given a new visibility timeout.
+    handles = {r["messageId"]: r["receiptHandle"] for r in event["Records"]}
+    backed_off = [e["ReceiptHandle"] for call in aws.visibility_calls for e in call["Entries"]]
+    assert backed_off == [handles[record_ids[0]], handles[record_ids[3]]]
+
+
+def test_a_whole_outage_fails_every_record_and_parks_nothing(aws, emulator, make_consumer, kit) -> None:
+    event = aws.lambda_event(*(kit.body(kit.track(n)) for n in range(12)))
+    emulator.fail_next(10**6, 503)
+    response = make_consumer().handle(event, 30.0)
+    assert sorted(failures(response)) == sorted(ids(event))
+    assert len(set(failures(response))) == 12
+    assert aws.dead_letters() == []
+    assert emulator.tracked_events() == []
+
+
+def test_failures_are_listed_once_per_record_even_with_many_events(aws, emulator, make_consumer, kit) -> None:
+    event = aws.lambda_event(kit.body(*(kit.track(n) for n in range(30))))
+    emulator.fail_next(10**6, 500)
+    response = make_consumer().handle(event, 30.0)
+    assert failures(response) == ids(event)
+
+
+# ---------------------------------------------------------------------------------- permanent problems
+def test_permanent_problems_are_parked_per_event_with_reasons(aws, emulator, make_consumer, kit) -> None:
+    bad_bodies = {
+        "invalid_json": '{"type": "track", "event": "Cut',
+        "unsupported": kit.body(kit.raw("alias")),
+        "heap_rule": kit.body(kit.track(9, anonymousId=None, userId=None)),
+        "invalid_event": kit.body(kit.track(10, timestamp="not a date")),
+    }
+    event = aws.lambda_event(kit.body(kit.track(1)), *bad_bodies.values())
+    record_ids = ids(event)
+    response = make_consumer().handle(event, 30.0)
+
+    assert response == {"batchItemFailures": []}  # parked, not retried
+    assert [e["idempotency_key"] for e in emulator.tracked_events()] == ["msg-1"]
+    letters = {letter.error_class: letter for letter in aws.dead_letters()}
+    assert sorted(letters) == sorted(bad_bodies)
+    for (error_class, sent), record_id in zip(bad_bodies.items(), record_ids[1:], strict=True):
+        letter = letters[error_class]
+        assert letter.attributes["SourceRecordId"] == record_id
+        assert letter.attributes["EntryPoint"] == "sqs"
+        assert letter.reason and letter.reason != "-"
+        datetime.fromisoformat(letter.attributes["FirstSeen"].replace("Z", "+00:00"))
+        if error_class == "invalid_json":
+            assert letter.body == sent  # the raw body, as it came
+        else:
+            assert letter.event() == json.loads(sent)
+    assert letters["invalid_json"].reason.startswith("body is not valid JSON")
+    assert "alias" in letters["unsupported"].reason
+    assert letters["heap_rule"].reason.startswith("identity: required")
+    assert "timestamp" in letters["invalid_event"].reason
+
+
+def test_good_siblings_of_a_bad_event_are_delivered(aws, emulator, make_consumer, kit) -> None:
+    bad = kit.track(2, timestamp="not a date")
+    event = aws.lambda_event(kit.body(kit.track(1), bad, kit.track(3)))
+    response = make_consumer().handle(event, 30.0)
+    assert response == {"batchItemFailures": []}
+    assert sorted(e["idempotency_key"] for e in emulator.tracked_events()) == ["msg-1", "msg-3"]
+    (letter,) = aws.dead_letters()
+    assert letter.event() == bad  # the one event, not its whole batch
+    assert letter.error_class == "invalid_event"
+    assert letter.attributes["SourceRecordId"] == ids(event)[0]
+
+
+def test_an_event_heap_refuses_is_isolated_and_parked(aws, emulator, make_consumer, kit) -> None:
+    emulator.reject_event_names(["Forbidden Event"])
+    event = aws.lambda_event(
+        kit.body(kit.track(1), kit.track(2, "Forbidden Event"), kit.track(3)), kit.body(kit.track(4))
+    )
+    response = make_consumer().handle(event, 30.0)
+    assert response == {"batchItemFailures": []}
+    assert sorted(e["idempotency_key"] for e in emulator.tracked_events()) == ["msg-1", "msg-3", "msg-4"]
+    (letter,) = aws.dead_letters()
+    assert letter.error_class == "heap_rejected"
+    assert letter.reason.startswith("HTTP 400 from Heap")
+    assert letter.event()["event"] == "Forbidden Event"
+
+
+def test_a_rejected_sibling_waits_until_its_record_settles(aws, emulator, make_consumer, kit) -> None:
+    bad = kit.track(2, anonymousId=None, userId=None)
+    sent = kit.body(kit.track(1), bad, kit.track(3))
+    aws.send(sent)
+    consumer = make_consumer()
+
+    emulator.fail_next(10**6, 503)
+    first = consumer.handle(aws.receive(1), 30.0)
+    assert len(failures(first)) == 1
+    assert aws.dead_letters() == []  # not yet: the record comes back
+
+    emulator.reset()  # Heap is back
+    second = consumer.handle(aws.receive(1), 30.0)  # visible again at once: backoff base 0
+    assert second == {"batchItemFailures": []}
+    (letter,) = aws.dead_letters()
+    assert letter.event() == bad
+    assert letter.error_class == "heap_rule"
+    assert sorted(e["idempotency_key"] for e in emulator.tracked_events()) == ["msg-1", "msg-3"]
+
+
+def test_a_record_stays_queued_when_the_dlq_refuses_its_letter(aws, emulator, make_consumer, kit) -> None:
+    missing_dlq = aws.dlq_url.rsplit("/", 1)[0] + "/no-such-queue"
+    event = aws.lambda_event(kit.body(kit.track(1)), kit.body(kit.raw("alias")))
+    response = make_consumer(dlq_url=missing_dlq).handle(event, 30.0)
+    assert failures(response) == [ids(event)[1]]  # kept rather than lost
+    assert [e["idempotency_key"] for e in emulator.tracked_events()] == ["msg-1"]
+
+
+# ---------------------------------------------------------------------------------- backoff
+def test_backoff_grows_with_the_receive_count_up_to_the_cap() -> None:
+    policy = BackoffPolicy(base_seconds=30, cap_seconds=1800)
+    rng = random.Random(3)
+    timeouts = [policy.visibility_timeout(n, rng) for n in range(1, 20)]
+    for n, timeout in enumerate(timeouts, start=1):
+        ceiling = min(1800, 30 * 2 ** (n - 1))
+        assert int(0.8 * ceiling) <= timeout <= ceiling
+    growing = timeouts[:7]  # 30 * 2^6 = 1920 > 1800: capped from the 7th receive on
+    assert growing == sorted(growing)
+    assert len(set(growing)) == len(growing)
+    assert max(timeouts) <= 1800
+
+
+@pytest.mark.parametrize("receive_count", [0, -3, 1, 64, 10**9])
+def test_backoff_stays_within_sqs_limits(receive_count: int) -> None:
+    timeout = BackoffPolicy(30, 43200).visibility_timeout(receive_count, random.Random(1))
+    assert isinstance(timeout, int)
+    assert 0 <= timeout <= 43200
+
+
+def test_backoff_of_zero_means_at_once() -> None:
+    assert {BackoffPolicy(0, 0).visibility_timeout(n, random.Random(n)) for n in range(1, 30)} == {0}
+
+
+def test_the_consumer_asks_sqs_for_the_growing_backoff(aws, emulator, make_consumer, kit) -> None:
+    aws.send(kit.body(kit.track(1)))
+    event = aws.receive(1)
+    emulator.fail_next(10**6, 503)
+    asked = []
+    for count in range(1, 9):
+        consumer = make_consumer(base=10, cap=600, seed=count, max_receive_count=100)
+        assert len(failures(consumer.handle(with_receive_count(event, count), 30.0))) == 1
+        (call,) = aws.visibility_calls[-1:]
+        (entry,) = call["Entries"]
+        assert call["QueueUrl"] == aws.main_url
+        assert entry["ReceiptHandle"] == event["Records"][0]["receiptHandle"]
+        expected = BackoffPolicy(10, 600).visibility_timeout(count, random.Random(count))
+        assert entry["VisibilityTimeout"] == expected
+        asked.append(entry["VisibilityTimeout"])
+    # 10, 20, 40 ... 320, then the cap (600, less up to 20 % of jitter)
+    assert asked[:7] == sorted(set(asked[:7]))
+    assert all(480 <= t <= 600 for t in asked[6:])
+
+
+def test_a_failed_record_is_hidden_for_its_backoff(aws, emulator, make_consumer, kit) -> None:
+    aws.send(kit.body(kit.track(1)))
+    emulator.fail_next(10**6, 503)
+    make_consumer(base=60, cap=600).handle(aws.receive(1, visibility=0), 30.0)
+    # The receive left it visible (timeout 0); the consumer's backoff hid it.
+    assert aws.receive()["Records"] == []
+    assert aws.main_counts() == (0, 1)
+
+
+def test_with_no_backoff_a_failed_record_comes_straight_back(aws, emulator, make_consumer, kit) -> None:
+    aws.send(kit.body(kit.track(1)))
+    emulator.fail_next(10**6, 503)
+    make_consumer(base=0, cap=0).handle(aws.receive(1, visibility=300), 30.0)
+    (again,) = aws.receive(1)["Records"]  # despite the 300 s of the receive
+    assert again["attributes"]["ApproximateReceiveCount"] == "2"
+
+
+def test_backoff_batches_visibility_changes_by_ten(aws, emulator, make_consumer, kit) -> None:
+    event = aws.lambda_event(*(kit.body(kit.track(n)) for n in range(23)))
+    emulator.fail_next(10**6, 503)
+    response = make_consumer(base=5, cap=5).handle(event, 30.0)
+    assert len(failures(response)) == 23
+    assert [len(call["Entries"]) for call in aws.visibility_calls] == [10, 10, 3]
+    assert aws.main_counts() == (0, 23)
+
+
+# ---------------------------------------------------------------------------------- last receive
+def test_the_last_receive_parks_still_failing_events_as_retries_exhausted(
+    aws, emulator, make_consumer, kit
+) -> None:
+    aws.send(kit.body(kit.track(1), kit.track(2)))
+    consumer = make_consumer()
+    emulator.fail_next(10**6, 503)
+    for receive in range(1, kit.TEST_MAX_RECEIVE_COUNT):
+        event = aws.receive(1)
+        assert event["Records"][0]["attributes"]["ApproximateReceiveCount"] == str(receive)
+        assert failures(consumer.handle(event, 30.0)) == ids(event)
+        assert aws.dead_letters() == []
+    last = aws.receive(1)
+    assert last["Records"][0]["attributes"]["ApproximateReceiveCount"] == str(kit.TEST_MAX_RECEIVE_COUNT)
+    assert consumer.handle(last, 30.0) == {"batchItemFailures": []}
+    letters = aws.dead_letters()
+    assert sorted(letter.event()["messageId"] for letter in letters) == ["msg-1", "msg-2"]
+    for letter in letters:
+        assert letter.error_class == ErrorClass.RETRIES_EXHAUSTED
+        assert letter.reason.startswith("retries exhausted: ")
+        assert "503" in letter.reason
+        assert letter.attributes["SourceRecordId"] == ids(last)[0]
+
+
+def test_on_the_last_receive_only_the_failing_events_are_parked(aws, emulator, make_consumer, kit) -> None:
+    identify = kit.raw("identify")
+    event = with_receive_count(aws.lambda_event(kit.body(identify, kit.track(1))), kit.TEST_MAX_RECEIVE_COUNT)
+    emulator.fail_next(1, 503)  # the user properties of the identify; the track goes through
+    response = make_consumer(retry_budget_s=0).handle(event, 30.0)
+    assert response == {"batchItemFailures": []}
+    (letter,) = aws.dead_letters()
+    assert letter.event() == identify
+    assert letter.error_class == "retries_exhausted"
+    assert [e["idempotency_key"] for e in emulator.tracked_events()] == ["msg-1"]
+
+
+def test_past_the_last_receive_events_are_still_parked(aws, emulator, make_consumer, kit) -> None:
+    event = with_receive_count(aws.lambda_event(kit.body(kit.track(1))), kit.TEST_MAX_RECEIVE_COUNT + 5)
+    emulator.fail_next(10**6, 502)
+    assert make_consumer().handle(event, 30.0) == {"batchItemFailures": []}
+    assert [letter.error_class for letter in aws.dead_letters()] == ["retries_exhausted"]
+
+
+def test_no_time_left_means_retry_not_loss(aws, emulator, make_consumer, kit) -> None:
+    event = aws.lambda_event(kit.body(kit.track(1)), kit.body(kit.track(2)))
+    response = make_consumer().handle(event, 0.0)
+    assert sorted(failures(response)) == sorted(ids(event))
+    assert emulator.stats()["requests_total"] == 0
+    assert aws.dead_letters() == []
+
+
+# ---------------------------------------------------------------------------------- configuration faults
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_heap_refusing_the_configuration_fails_every_record(
+    status: int, aws, emulator, make_consumer, kit
+) -> None:
+    emulator.fail_next(100, status, body="nope")
+    event = aws.lambda_event(kit.body(kit.track(1)), kit.body(kit.raw("identify")), kit.body(kit.track(2)))
+    response = make_consumer().handle(event, 30.0)
+    assert sorted(failures(response)) == sorted(ids(event))
+    assert aws.dead_letters() == []
+    assert "ConfigurationFaults" in kit.metric_names()
+
+
+def test_an_app_id_heap_does_not_know_fails_every_record(aws, emulator, make_consumer, kit, logs) -> None:
+    event = aws.lambda_event(*(kit.body(kit.track(n)) for n in range(5)))
+    response = make_consumer(app_id="someone-elses-app").handle(event, 30.0)
+    assert sorted(failures(response)) == sorted(ids(event))
+    assert aws.dead_letters() == []
+    assert emulator.tracked_events() == []
+    assert "ConfigurationFaults" in kit.metric_names()
+    assert logs.messages("ERROR") == ["Heap refused the configuration; records will be retried"]
+
+
+def test_a_pipeline_that_cannot_be_built_fails_every_record(aws, emulator, make_consumer, kit, logs) -> None:
+    def broken():
+        raise ConfigurationError("HEAP_APP_ID_PARAMETER is not set")
+
+    event = aws.lambda_event(kit.body(kit.track(1)), '{"not json', kit.body(kit.raw("alias")))
+    response = make_consumer(pipeline_factory=broken).handle(event, 30.0)
+    assert failures(response) == ids(event)  # even the bad ones: they are parked once it works
+    assert aws.dead_letters() == []
+    assert emulator.stats()["requests_total"] == 0
+    assert "ConfigurationFaults" in kit.metric_names()
+    (error,) = [r for r in logs.records() if r["level"] == "ERROR"]
+    assert error["message"] == "configuration fault: every record will be retried"
+    assert "HEAP_APP_ID_PARAMETER" in error["cause"]
+
+
+def _runtime(aws, emulator, kit, ssm_client, parameter: str = "/heap-forwarder/app-id") -> Runtime:
+    settings = Settings(HEAP_APP_ID_PARAMETER=parameter, HEAP_API_URL=emulator.url)
+    return Runtime(
+        settings, ParameterStore(0, client=ssm_client), HeapClient(kit.fast_delivery(emulator.url))
+    )
+
+
+def test_the_runtime_reads_the_app_id_from_ssm(aws, emulator, make_consumer, kit) -> None:
+    runtime = _runtime(aws, emulator, kit, aws.ssm)
+    event = aws.lambda_event(kit.body(kit.track(1)))
+    assert make_consumer(pipeline_factory=runtime.pipeline).handle(event, 30.0) == {"batchItemFailures": []}
+    assert emulator.tracked_events()[0]["app_id"] == kit.APP_ID
+
+
+def test_a_missing_ssm_parameter_fails_every_record(aws, emulator, make_consumer, kit, logs) -> None:
+    runtime = _runtime(aws, emulator, kit, aws.ssm, parameter="/heap-forwarder/nowhere")
+    event = aws.lambda_event(kit.body(kit.track(1)), kit.body(kit.track(2)))
+    response = make_consumer(pipeline_factory=runtime.pipeline).handle(event, 30.0)
+    assert failures(response) == ids(event)
+    assert emulator.stats()["requests_total"] == 0
+    assert "ConfigurationFaults" in kit.metric_names()
+    (error,) = [r for r in logs.records() if r["level"] == "ERROR"]
+    assert "/heap-forwarder/nowhere" in error["cause"]
+
+
+def test_denied_ssm_fails_every_record(aws, emulator, make_consumer, kit, logs) -> None:
+    import boto3
+    from botocore.stub import Stubber
+
+    ssm = boto3.client("ssm", region_name="us-east-1")
+    stubber = Stubber(ssm)
+    stubber.add_client_error(
+        "get_parameter", service_error_code="AccessDeniedException", service_message="not authorized"
+    )
+    runtime = _runtime(aws, emulator, kit, ssm)
+    event = aws.lambda_event(kit.body(kit.track(1)), kit.body(kit.track(2)))
+    with stubber:
+        response = make_consumer(pipeline_factory=runtime.pipeline).handle(event, 30.0)
+    assert failures(response) == ids(event)
+    assert emulator.stats()["requests_total"] == 0
+    assert aws.dead_letters() == []
+    assert "ConfigurationFaults" in kit.metric_names()
+    assert [r["message"] for r in logs.records() if r["level"] == "ERROR"] == [
+        "configuration fault: every record will be retried"
+    ]
+
+
+def test_a_configuration_fault_on_the_last_receive_still_parks_with_a_reason(
+    aws, emulator, make_consumer, kit
+) -> None:
+    def broken():
+        raise ConfigurationError("cannot read SSM parameter /heap-forwarder/app-id: ParameterNotFound")
+
+    sent = [kit.body(kit.track(1)), kit.body(kit.track(2), kit.track(3))]
+    event = aws.lambda_event(*sent)
+    with_receive_count(event, kit.TEST_MAX_RECEIVE_COUNT)
+    event["Records"][1]["attributes"]["ApproximateReceiveCount"] = "1"  # not its last receive yet
+    response = make_consumer(pipeline_factory=broken).handle(event, 30.0)
+    assert failures(response) == [ids(event)[1]]
+    (letter,) = aws.dead_letters()  # the record whole: its events were never read
+    assert letter.body == sent[0]
+    assert letter.error_class == "retries_exhausted"
+    assert letter.reason.startswith("retries exhausted: configuration fault: ")
+    assert "ParameterNotFound" in letter.reason
+    assert letter.attributes["SourceRecordId"] == ids(event)[0]
+
+
+# ---------------------------------------------------------------------------------- reading records
+def test_read_records_takes_what_lambda_hands_over(aws, kit) -> None:
+    event = aws.lambda_event(kit.body(kit.track(1), kit.track(2)), "{oops", json.dumps({"batch": 3}))
+    good, unreadable, bad_batch = read_records(event)
+    assert [e["messageId"] for e in good.events] == ["msg-1", "msg-2"]
+    assert good.receive_count == 1
+    assert good.receipt_handle == event["Records"][0]["receiptHandle"]
+    assert good.first_seen.endswith("Z")
+    assert unreadable.unreadable is not None
+    assert unreadable.unreadable.error_class is ErrorClass.INVALID_JSON
+    assert bad_batch.unreadable is not None
+    assert bad_batch.unreadable.error_class is ErrorClass.INVALID_EVENT
+
+
+def test_read_records_survives_odd_attributes() -> None:
+    (record,) = read_records(
+        {"Records": [{"messageId": "m", "body": "{}", "attributes": {"ApproximateReceiveCount": "many"}}]}
+    )
+    assert record.receive_count == 1
+    assert record.first_seen.endswith("Z")

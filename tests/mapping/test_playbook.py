@@ -1,0 +1,786 @@
+"""Playbooks: validation (every problem named by row and reason), `mapping check`, JMESPath rows,
+overrides from a file and from SSM (with its size tiers), hot refresh, and connection parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from moto import mock_aws
+
+from heap_forwarder.cli import main
+from heap_forwarder.heap.items import Endpoint
+from heap_forwarder.mapping.engine import Mapper, MissingParameter
+from heap_forwarder.mapping.loader import (
+    DEFAULT_PLAYBOOK_NAME,
+    PlaybookHolder,
+    build_playbook,
+    default_document,
+    merge,
+)
+from heap_forwarder.mapping.playbook import Playbook, PlaybookError, event_key
+from heap_forwarder.pipeline import Pipeline
+
+SSM_STANDARD_MAX = 4096  # bytes a Standard-tier SSM parameter holds
+SSM_ADVANCED_MAX = 8192  # bytes an Advanced-tier SSM parameter holds
+
+
+def problems_of(override: Any) -> list[str]:
+    """The problems an override (merged onto the default) has; fails if it has none."""
+    with pytest.raises(PlaybookError) as caught:
+        build_playbook(parameter_text=yaml.safe_dump(override, sort_keys=False))
+    return caught.value.problems
+
+
+def custom_event(*rows: dict[str, Any], endpoint: str = "track") -> dict[str, Any]:
+    return {"endpoint": endpoint, "rows": list(rows)}
+
+
+def prepare(playbook: Playbook, *events: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    pipeline = Pipeline(Mapper(playbook, {"MY_APP_ID": "test-app"}), deliverer=None)  # type: ignore[arg-type]
+    prepared = pipeline.prepare(list(events))
+    assert all(d is None for d in prepared.decided), prepared.problems
+    return [(str(i.endpoint), i.body) for i in prepared.items]
+
+
+def track(event: str = "Video Played", **fields: Any) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "event": event,
+        "messageId": "m1",
+        "anonymousId": "anon-1",
+        "timestamp": "2024-06-10T14:00:00Z",
+        "properties": {"video_id": "v1"},
+        **fields,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: every problem names the row and the reason
+
+
+def test_the_bundled_playbook_is_valid() -> None:
+    playbook = build_playbook()
+    assert playbook.source == DEFAULT_PLAYBOOK_NAME
+    assert set(playbook.events) == {
+        "cartviewed",
+        "checkoutstarted",
+        "ordercompleted",
+        "paymentinfoentered",
+        "productadded",
+        "productclicked",
+        "productlistviewed",
+        "productviewed",
+        "productssearched",
+        "page",
+        "screen",
+        "identify",
+        "group",
+    }
+    assert "alias" not in playbook.events
+    assert playbook.default
+
+
+def test_unknown_transform() -> None:
+    assert problems_of(
+        {"events": {"X": custom_event({"key": "event", "from": "event", "transforms": ["shout"]})}}
+    ) == [
+        "events.X.rows[0] (event): unknown transform 'shout'; known: to_string, to_number, lowercase, "
+        "snake_case, iso8601, flatten, truncate, join, default"
+    ]
+
+
+def test_two_inputs_in_one_row() -> None:
+    assert problems_of({"events": {"X": custom_event({"key": "event", "from": "event", "value": "x"})}}) == [
+        "events.X.rows[0] (event): needs exactly one input of from / value / param / expr (found from, value)"
+    ]
+
+
+def test_no_input_in_a_row() -> None:
+    assert problems_of({"events": {"X": custom_event({"key": "event", "required": True})}}) == [
+        "events.X.rows[0] (event): needs exactly one input of from / value / param / expr (found none)"
+    ]
+
+
+def test_unknown_param() -> None:
+    assert problems_of({"events": {"X": custom_event({"key": "properties.app", "param": "MY_APP"})}}) == [
+        "events.X.rows[0] (properties.app): unknown param 'MY_APP' (params: MY_APP_ID, MY_USER_ID)"
+    ]
+
+
+def test_bad_jmespath() -> None:
+    [problem] = problems_of({"events": {"X": custom_event({"key": "event", "expr": "properties.[["})}})
+    assert problem.startswith("events.X.rows[0] (event): bad JMESPath expression 'properties.[[': ")
+
+
+@pytest.mark.parametrize("path", ["a..b", ".a", "a.", ""])
+def test_bad_from_path(path: str) -> None:
+    [problem] = problems_of({"events": {"X": custom_event({"key": "event", "from": path})}})
+    assert problem.startswith("events.X.rows[0] (event): 'from' needs dotted paths like context.userAgent")
+
+
+def test_duplicate_output_key() -> None:
+    rows = [{"key": "event", "from": "event"}, {"key": "event", "value": "x"}]
+    assert problems_of({"events": {"X": custom_event(*rows)}}) == [
+        "events.X: output key 'event' is mapped twice"
+    ]
+
+
+def test_duplicate_output_key_in_a_request_list_names_the_request() -> None:
+    rows = [{"key": "identity", "from": "anonymousId"}, {"key": "identity", "from": "userId"}]
+    override = {"events": {"X": [custom_event({"key": "event", "from": "event"}), custom_event(*rows)]}}
+    assert problems_of(override) == ["events.X[1]: output key 'identity' is mapped twice"]
+
+
+def test_unknown_top_level_section() -> None:
+    assert problems_of({"event": {}}) == ["event: Extra inputs are not permitted"]
+
+
+def test_unknown_row_field_is_named() -> None:
+    problems = problems_of({"events": {"X": [custom_event({"key": "event", "frm": "event"})]}})
+    assert "events.X[0].rows[0].frm: Extra inputs are not permitted" in problems
+
+
+def test_bad_endpoint_name() -> None:
+    problems = problems_of(
+        {"events": {"X": [custom_event({"key": "event", "from": "event"}, endpoint="tracks")]}}
+    )
+    assert (
+        "events.X[0].endpoint: Input should be 'track', 'add_user_properties', "
+        "'add_account_properties' or 'identify'"
+    ) in problems
+
+
+def test_bad_endpoint_name_in_a_global_row() -> None:
+    override = {"global": {"item": [{"key": "identity", "from": "userId", "endpoints": ["trak"]}]}}
+    assert problems_of(override) == [
+        "global.item[0].endpoints[0]: Input should be 'track', 'add_user_properties', "
+        "'add_account_properties' or 'identify'"
+    ]
+
+
+_ENDPOINT_PROBLEM = (
+    "endpoint: Input should be 'track', 'add_user_properties', 'add_account_properties' or 'identify'"
+)
+
+
+@pytest.mark.parametrize("as_list", [False, True])
+def test_a_problem_in_an_event_mapping_is_reported_once(as_list: bool) -> None:
+    # One request may be written as a mapping or as a list of one: either way, one problem
+    # (not a second one from the other shape, "Input should be a valid list").
+    request = custom_event({"key": "event", "from": "event"}, endpoint="tracks")
+    [problem] = problems_of({"events": {"X": [request] if as_list else request}})
+    assert problem in ("events.X." + _ENDPOINT_PROBLEM, "events.X[0]." + _ENDPOINT_PROBLEM)
+
+
+def test_bad_rules_and_version() -> None:
+    assert problems_of({"rules": {"nested": "explode"}, "version": 2}) == [
+        "version: Input should be 1",
+        "rules.nested: Input should be 'flatten', 'stringify' or 'drop'",
+    ]
+
+
+def test_request_rows_cannot_read_event_data() -> None:
+    override = {"global": {"request": [{"key": "ip", "from": "context.ip"}]}}
+    assert problems_of(override) == [
+        "global.request[1] (ip): request rows take a param or a value, not event data (from/expr)"
+    ]
+
+
+def test_request_rows_cannot_use_jmespath_either() -> None:
+    override = {"global": {"request": [{"key": "app_id", "expr": "anonymousId"}]}}
+    assert problems_of(override) == [
+        "global.request[0] (app_id): request rows take a param or a value, not event data (from/expr)"
+    ]
+
+
+def test_request_row_problems_name_the_right_rows() -> None:
+    # The row after a broken one is named by its own position (not shifted by one).
+    override = {
+        "global": {
+            "request": [
+                {"key": "a", "from": "context.ip", "param": "MY_APP_ID"},
+                {"key": "b", "value": "fine"},
+                {"key": "c", "from": "context.ip"},
+            ]
+        }
+    }
+    problems = problems_of(override)
+    assert [p.partition(":")[0] for p in problems] == ["global.request[1] (a)", "global.request[3] (c)"]
+    assert problems[1] == (
+        "global.request[3] (c): request rows take a param or a value, not event data (from/expr)"
+    )
+
+
+def test_duplicate_event_names_after_normalisation() -> None:
+    row = {"key": "event", "from": "event"}
+    override = {"events": {"Video Played": custom_event(row), "video-played": custom_event(row)}}
+    assert problems_of(override) == [
+        "events.video-played: same event as events.Video Played (names match ignoring case and separators)"
+    ]
+
+
+def test_every_problem_is_listed_not_just_the_first() -> None:
+    rows = [
+        {"key": "identity", "from": "anonymousId", "value": "x"},
+        {"key": "event"},
+        {"key": "properties", "from": "properties", "transforms": ["shout"]},
+        {"key": "properties.a", "param": "NOPE"},
+    ]
+    assert len(problems_of({"events": {"X": custom_event(*rows)}})) == 4
+
+
+def test_a_problem_names_every_source() -> None:
+    with pytest.raises(PlaybookError) as caught:
+        build_playbook(
+            parameter_text="events: {X: {endpoint: track, rows: [{key: event}]}}", parameter_name="/hf/map"
+        )
+    assert caught.value.source == "default_playbook.yaml + SSM parameter /hf/map"
+    assert str(caught.value).startswith(
+        "default_playbook.yaml + SSM parameter /hf/map: events.X.rows[0] (event)"
+    )
+
+
+def test_unparseable_and_non_mapping_overrides() -> None:
+    with pytest.raises(PlaybookError, match="cannot parse"):
+        build_playbook(parameter_text="events: [unclosed")
+    with pytest.raises(PlaybookError, match="cannot parse"):
+        build_playbook(parameter_text='{"events": ')
+    with pytest.raises(PlaybookError, match="an override is a mapping at the top level, not list"):
+        build_playbook(parameter_text="- a\n- b\n")
+
+
+def test_a_missing_file_is_a_playbook_error(tmp_path: Path) -> None:
+    with pytest.raises(PlaybookError, match="cannot read") as caught:
+        build_playbook(file=tmp_path / "absent.yaml")
+    assert caught.value.source == str(tmp_path / "absent.yaml")
+
+
+def test_blank_parameter_text_means_no_override() -> None:
+    assert build_playbook(parameter_text="  \n").source == DEFAULT_PLAYBOOK_NAME
+
+
+# ---------------------------------------------------------------------------------------------
+# `heap-forwarder mapping check`
+
+
+BROKEN = """\
+events:
+  Video Played:
+    endpoint: track
+    rows:
+      - {key: identity, from: anonymousId, value: x}
+      - {key: event}
+      - {key: properties, from: properties, transforms: [shout]}
+      - {key: properties.a, param: NOPE}
+      - {key: properties.b, expr: "foo[["}
+      - {key: properties.c, from: x}
+      - {key: properties.c, from: y}
+      - {key: properties.d, from: z, transforms: [{truncate: 0}]}
+"""
+
+
+def test_mapping_check_lists_every_problem_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(BROKEN, "utf-8")
+    assert main(["mapping", "check", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert lines[0] == f"default_playbook.yaml + {path}: 7 problem(s)"
+    expected = [
+        "rows[0] (identity): needs exactly one input of from / value / param / expr (found from, value)",
+        "rows[1] (event): needs exactly one input of from / value / param / expr (found none)",
+        "rows[2] (properties): unknown transform 'shout'",
+        "rows[3] (properties.a): unknown param 'NOPE'",
+        "rows[4] (properties.b): bad JMESPath expression 'foo[['",
+        "rows[7] (properties.d): truncate needs a positive whole number, got 0",
+        "events.Video Played: output key 'properties.c' is mapped twice",
+    ]
+    for fragment in expected:
+        assert any(line.startswith("  - ") and fragment in line for line in lines), fragment
+
+
+def test_mapping_check_on_a_schema_error_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text('{"extras": 1, "rules": {"arrays": "concat"}}', "utf-8")
+    assert main(["mapping", "check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "2 problem(s)" in err
+    assert "  - extras: Extra inputs are not permitted" in err
+    assert "  - rules.arrays: Input should be 'join' or 'stringify'" in err
+
+
+def test_mapping_check_on_a_good_file_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "good.yaml"
+    path.write_text(
+        "events:\n  Video Played:\n    endpoint: track\n    rows:\n"
+        "      - {key: event, from: event, required: true}\n"
+        "      - {key: properties, from: properties}\n",
+        "utf-8",
+    )
+    assert main(["mapping", "check", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.startswith(f"default_playbook.yaml + {path}: OK (14 event mappings: ")
+    assert "Video Played" in out
+    assert out.rstrip().endswith("default: yes)")
+
+
+def test_mapping_check_without_a_file_checks_the_bundled_playbook(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["mapping", "check"]) == 0
+    assert capsys.readouterr().out.startswith("default_playbook.yaml: OK (13 event mappings: cart_viewed, ")
+
+
+def test_mapping_check_on_a_missing_file_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["mapping", "check", str(tmp_path / "nope.yaml")]) == 1
+    assert "cannot read" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# JMESPath rows
+
+
+def test_jmespath_rows_read_the_normalised_event() -> None:
+    override = {
+        "events": {
+            "Order Completed": custom_event(
+                {"key": "event", "value": "Order Completed"},
+                {"key": "identity", "expr": "userId || anonymousId"},
+                {"key": "timestamp", "expr": "timestamp"},
+                {"key": "properties.product_count", "expr": "length(properties.products)"},
+                {"key": "properties.skus", "expr": "properties.products[].sku"},
+                {"key": "properties.first_sku", "expr": "properties.products[0].sku"},
+                {"key": "properties.big_spender", "expr": "properties.total > `100`"},
+                {"key": "properties.page", "expr": "context.page.path"},
+                {"key": "properties.absent", "expr": "properties.nothing.here"},
+            )
+        }
+    }
+    event = track(
+        "Order Completed",
+        userId="user-1",
+        timestamp=1718028195123,
+        properties={"total": 146.1, "products": [{"sku": "A"}, {"sku": "B"}]},
+        context={"page": {"path": "/checkout"}},
+    )
+    assert prepare(build_playbook(parameter_text=yaml.safe_dump(override)), event) == [
+        (
+            "/api/track",
+            {
+                "event": "Order Completed",
+                "identity": "user-1",
+                "timestamp": "2024-06-10T14:03:15.123Z",
+                "properties": {
+                    "product_count": 2,
+                    "skus": "A||B",
+                    "first_sku": "A",
+                    "big_spender": "true",
+                    "page": "/checkout",
+                },
+                "idempotency_key": "m1",
+            },
+        )
+    ]
+
+
+_TIME_ROWS = {
+    "default": custom_event(
+        {"key": "event", "from": "event"},
+        {"key": "timestamp", "from": "timestamp"},
+        {"key": "properties.sent_at", "from": "sentAt"},
+        {"key": "properties.page", "expr": "context.page.path"},
+    )
+}
+
+
+def test_a_time_field_mapped_into_properties_is_iso_8601_utc() -> None:
+    playbook = build_playbook(parameter_text=yaml.safe_dump(_TIME_ROWS))
+    event = track(timestamp="2024-06-10T16:05:01.239+02:00", sentAt="2024-06-10T16:05:02+02:00")
+    [(_, body)] = prepare(playbook, event)
+    assert body["timestamp"] == "2024-06-10T14:05:01.239Z"
+    assert body["properties"]["sent_at"] == "2024-06-10T14:05:02.000Z"
+
+
+@pytest.mark.parametrize("timestamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_an_out_of_range_timestamp_is_refused_not_a_crash(timestamp: str) -> None:
+    playbook = build_playbook(parameter_text=yaml.safe_dump(_TIME_ROWS))
+    pipeline = Pipeline(Mapper(playbook, {"MY_APP_ID": "x"}), deliverer=None)  # type: ignore[arg-type]
+    good = track()
+    prepared = pipeline.prepare([track(timestamp=timestamp), good])
+    assert prepared.decided[0] is not None
+    assert [(p.index, p.field) for p in prepared.problems] == [(0, "timestamp")]
+    assert prepared.decided[1] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides: merged section by section, event by event
+
+
+def _write(tmp_path: Path, document: Any, name: str = "mapping.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(document, sort_keys=False), "utf-8")
+    return path
+
+
+def test_file_override_adds_a_custom_event(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        {
+            "events": {
+                "Video Played": custom_event(
+                    {"key": "event", "value": "video_play", "required": True},
+                    {"key": "timestamp", "from": "timestamp"},
+                    {"key": "properties.video", "from": "properties.video_id", "required": True},
+                )
+            }
+        },
+    )
+    playbook = build_playbook(file=path)
+    assert playbook.source == f"default_playbook.yaml + {path}"
+    assert prepare(playbook, track(context={"userAgent": "UA"})) == [
+        (
+            "/api/track",
+            {
+                "event": "video_play",
+                "timestamp": "2024-06-10T14:00:00.000Z",
+                "properties": {"video": "v1", "user_agent": "UA"},
+                "identity": "anon-1",
+                "idempotency_key": "m1",
+            },
+        )
+    ]
+    # The rest of the default is untouched.
+    assert set(build_playbook().events) < set(playbook.events)
+
+
+def test_an_override_replaces_an_event_matched_by_normalised_name(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        {
+            "events": {
+                "Cart Viewed": custom_event(
+                    {"key": "event", "value": "cart"}, {"key": "properties.n", "value": 1}
+                )
+            }
+        },
+    )
+    playbook = build_playbook(file=path)
+    assert "cart_viewed" not in playbook.spec.events
+    assert "Cart Viewed" in playbook.spec.events
+    assert prepare(playbook, track("cart_viewed")) == [
+        (
+            "/api/track",
+            {"event": "cart", "properties": {"n": 1}, "identity": "anon-1", "idempotency_key": "m1"},
+        )
+    ]
+
+
+def test_an_event_can_map_to_several_requests(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        {
+            "events": {
+                "Signed Up": [
+                    custom_event({"key": "event", "from": "event"}),
+                    custom_event(
+                        {"key": "properties.plan", "from": "properties.plan"}, endpoint="add_user_properties"
+                    ),
+                ]
+            }
+        },
+    )
+    assert prepare(build_playbook(file=path), track("Signed Up", properties={"plan": "pro"})) == [
+        (
+            "/api/track",
+            {"event": "Signed Up", "properties": {}, "identity": "anon-1", "idempotency_key": "m1"},
+        ),
+        ("/api/add_user_properties", {"properties": {"plan": "pro"}, "identity": "anon-1"}),
+    ]
+
+
+def test_null_removes_an_event_mapping(tmp_path: Path) -> None:
+    # A marked default shows which mapping a track event fell back to.
+    default = custom_event(
+        {"key": "event", "from": "event"}, {"key": "properties.mapped_by", "value": "default"}
+    )
+    override = {"events": {"Page": None, "cart-viewed": None}, "default": default}
+    playbook = build_playbook(file=_write(tmp_path, override))
+    assert "page" not in playbook.events
+    assert "cartviewed" not in playbook.events
+    assert "productviewed" in playbook.events
+    pipeline = Pipeline(Mapper(playbook, {"MY_APP_ID": "x"}), deliverer=None)  # type: ignore[arg-type]
+    page = {"type": "page", "anonymousId": "a", "timestamp": "2024-06-10T14:00:00Z"}
+    prepared = pipeline.prepare([page, track("Cart Viewed"), track("Product Viewed")])
+    assert prepared.decided[0] is not None
+    assert prepared.decided[0].error_class == "unsupported"
+    assert prepared.decided[1:] == [None, None]
+    cart, product = (item.body for item in prepared.items)
+    assert cart["properties"] == {"mapped_by": "default"}  # the track event fell back to the default
+    assert product["properties"] == {"video_id": "v1"}
+
+
+def test_null_default_leaves_custom_events_unsupported() -> None:
+    playbook = build_playbook(parameter_text="default: null\n")
+    assert playbook.default == ()
+    pipeline = Pipeline(Mapper(playbook, {"MY_APP_ID": "x"}), deliverer=None)  # type: ignore[arg-type]
+    prepared = pipeline.prepare([track("Video Played"), track("Order Completed")])
+    assert prepared.decided[0] is not None
+    assert prepared.decided[0].error_class == "unsupported"
+    assert [(p.index, p.field) for p in prepared.problems] == [(0, "event")]
+    assert prepared.decided[1] is None
+
+
+def test_a_global_row_is_replaced_by_key_and_new_keys_are_added(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        {
+            "global": {
+                "item": [
+                    {"key": "session_id", "from": "properties.sid", "endpoints": ["track"]},
+                    {"key": "properties.ip", "from": "context.ip", "endpoints": ["track"]},
+                ]
+            }
+        },
+    )
+    playbook = build_playbook(file=path)
+    keys = [".".join(g.row.key) for g in playbook.item_rows]
+    assert keys == ["identity", "properties.user_agent", "session_id", "idempotency_key", "properties.ip"]
+    event = track(properties={"sid": "s-9"}, context={"ip": "192.0.2.1", "sessionId": "ignored"})
+    [(_, body)] = prepare(playbook, event)
+    assert body["session_id"] == "s-9"
+    assert body["properties"] == {"sid": "s-9", "ip": "192.0.2.1"}
+
+
+def test_global_rows_only_apply_to_their_endpoints() -> None:
+    playbook = build_playbook()
+    endpoints = {".".join(g.row.key): g.endpoints for g in playbook.item_rows}
+    assert endpoints == {
+        "identity": frozenset({Endpoint.TRACK, Endpoint.ADD_USER_PROPERTIES, Endpoint.IDENTIFY}),
+        "properties.user_agent": frozenset({Endpoint.TRACK}),
+        "session_id": frozenset({Endpoint.TRACK}),
+        "idempotency_key": frozenset({Endpoint.TRACK}),
+    }
+
+
+def test_rules_can_be_changed_by_an_override(tmp_path: Path) -> None:
+    playbook = build_playbook(file=_write(tmp_path, {"rules": {"nested": "stringify"}}))
+    assert playbook.rules.nested == "stringify"
+    assert playbook.rules.arrays == "join"  # the other rule keeps its default
+    event = track(properties={"order": {"id": "o1"}, "tags": ["a", "b"]})
+    [(_, body)] = prepare(playbook, event)
+    assert body["properties"] == {"order": '{"id":"o1"}', "tags": "a||b"}
+
+
+def test_params_merge_key_by_key() -> None:
+    playbook = build_playbook(parameter_text="params: {MY_REGION: {value: eu}}\n")
+    assert set(playbook.spec.params) == {"MY_APP_ID", "MY_USER_ID", "MY_REGION"}
+    assert playbook.spec.params["MY_APP_ID"].required is True
+
+
+def test_the_ssm_text_is_merged_after_the_file(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path, {"events": {"Video Played": custom_event({"key": "event", "value": "from file"})}}
+    )
+    text = yaml.safe_dump({"events": {"video_played": custom_event({"key": "event", "value": "from ssm"})}})
+    playbook = build_playbook(file=path, parameter_text=text, parameter_name="/hf/map")
+    assert playbook.source == f"default_playbook.yaml + {path} + SSM parameter /hf/map"
+    assert prepare(playbook, track()) == [
+        ("/api/track", {"event": "from ssm", "properties": {}, "identity": "anon-1", "idempotency_key": "m1"})
+    ]
+
+
+def test_merge_does_not_change_its_inputs() -> None:
+    base = default_document()
+    before = yaml.safe_dump(base)
+    merged = merge(base, {"events": {"Page": None}, "rules": {"arrays": "stringify"}}, "t")
+    assert yaml.safe_dump(base) == before
+    assert merged["events"]["Page"] is None
+    assert merged["rules"] == {"nested": "flatten", "arrays": "stringify"}
+
+
+def test_event_key() -> None:
+    assert event_key("Order Completed") == event_key("order_completed") == event_key("ORDER-COMPLETED")
+    assert event_key("Order Completed") == "ordercompleted"
+
+
+# ---------------------------------------------------------------------------------------------
+# The override from an SSM parameter (moto), and SSM's size tiers
+
+
+@pytest.fixture
+def ssm(aws_env: None) -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.client("ssm", region_name="us-east-1")
+
+
+def _tier(client: Any, name: str) -> str:
+    """GetParameter does not say the tier; DescribeParameters does."""
+    described = client.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [name]}])
+    [parameter] = described["Parameters"]
+    return str(parameter["Tier"])
+
+
+def _large_override(events: int) -> str:
+    document = {
+        "events": {
+            f"Custom Event {i:02d}": {
+                "endpoint": "track",
+                "description": f"Custom event number {i}, mapped from the SSM parameter.",
+                "rows": [
+                    {"key": "event", "value": f"custom_{i:02d}", "required": True},
+                    {"key": "properties", "from": "properties", "required": True},
+                    {
+                        "key": "properties.source",
+                        "value": "ssm",
+                        "description": "where the mapping came from",
+                    },
+                ],
+            }
+            for i in range(events)
+        }
+    }
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def test_ssm_standard_parameter_override(ssm: Any) -> None:
+    text = yaml.safe_dump({"events": {"Video Played": custom_event({"key": "event", "value": "played"})}})
+    assert len(text.encode()) <= SSM_STANDARD_MAX
+    ssm.put_parameter(Name="/heap-forwarder/mapping", Value=text, Type="String")
+    parameter = ssm.get_parameter(Name="/heap-forwarder/mapping")["Parameter"]
+    assert _tier(ssm, "/heap-forwarder/mapping") == "Standard"
+    playbook = build_playbook(parameter_text=parameter["Value"], parameter_name="/heap-forwarder/mapping")
+    assert playbook.source == "default_playbook.yaml + SSM parameter /heap-forwarder/mapping"
+    assert prepare(playbook, track()) == [
+        ("/api/track", {"event": "played", "properties": {}, "identity": "anon-1", "idempotency_key": "m1"})
+    ]
+
+
+def test_ssm_advanced_parameter_holds_a_playbook_over_4_kb(ssm: Any) -> None:
+    text = _large_override(18)
+    size = len(text.encode())
+    assert SSM_STANDARD_MAX < size <= SSM_ADVANCED_MAX, size
+    ssm.put_parameter(Name="/heap-forwarder/mapping", Value=text, Type="String", Tier="Advanced")
+    parameter = ssm.get_parameter(Name="/heap-forwarder/mapping")["Parameter"]
+    assert _tier(ssm, "/heap-forwarder/mapping") == "Advanced"
+    assert parameter["Value"] == text
+    playbook = build_playbook(parameter_text=parameter["Value"], parameter_name="/heap-forwarder/mapping")
+    assert {f"customevent{i:02d}" for i in range(18)} <= set(playbook.events)
+    assert prepare(playbook, track("custom-event-17", properties={"a": 1})) == [
+        (
+            "/api/track",
+            {
+                "event": "custom_17",
+                "properties": {"a": 1, "source": "ssm"},
+                "identity": "anon-1",
+                "idempotency_key": "m1",
+            },
+        )
+    ]
+
+
+def test_a_bad_ssm_override_names_the_parameter(ssm: Any) -> None:
+    ssm.put_parameter(Name="/heap-forwarder/mapping", Value="rules: {arrays: glue}\n", Type="String")
+    text = ssm.get_parameter(Name="/heap-forwarder/mapping")["Parameter"]["Value"]
+    with pytest.raises(PlaybookError) as caught:
+        build_playbook(parameter_text=text, parameter_name="/heap-forwarder/mapping")
+    assert caught.value.source == "default_playbook.yaml + SSM parameter /heap-forwarder/mapping"
+    assert caught.value.problems == ["rules.arrays: Input should be 'join' or 'stringify'"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Hot refresh keeps the last good playbook
+
+
+GOOD_TEXT = yaml.safe_dump({"events": {"Video Played": custom_event({"key": "event", "value": "played"})}})
+BAD_TEXT = "events: {Video Played: {endpoint: nowhere, rows: []}}\n"
+
+
+def test_refresh_with_a_bad_override_keeps_the_last_good_playbook() -> None:
+    errors: list[PlaybookError] = []
+    initial = build_playbook()
+    holder = PlaybookHolder(initial, errors.append)
+
+    good = holder.refresh(None, GOOD_TEXT)
+    assert good is not initial
+    assert holder.playbook is good
+    assert "videoplayed" in good.events
+    assert errors == []
+
+    kept = holder.refresh(None, BAD_TEXT)
+    assert kept is good
+    assert holder.playbook is good
+    assert len(errors) == 1
+    assert isinstance(errors[0], PlaybookError)
+    assert "SSM parameter" in errors[0].source
+    [problem] = errors[0].problems
+    assert problem.startswith("events.Video Played")
+    assert "endpoint: Input should be" in problem
+
+
+def test_refresh_with_the_same_text_does_not_rebuild() -> None:
+    holder = PlaybookHolder(build_playbook(), lambda error: pytest.fail(str(error)))
+    first = holder.refresh(None, GOOD_TEXT)
+    assert holder.refresh(None, GOOD_TEXT) is first
+
+
+def test_refresh_back_to_no_override_restores_the_default() -> None:
+    holder = PlaybookHolder(build_playbook(), lambda error: pytest.fail(str(error)))
+    holder.refresh(None, GOOD_TEXT)
+    restored = holder.refresh(None, None)
+    assert "videoplayed" not in restored.events
+
+
+def test_refresh_reads_the_file_too(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"events": {"Video Played": custom_event({"key": "event", "value": "file"})}})
+    holder = PlaybookHolder(build_playbook(), lambda error: pytest.fail(str(error)))
+    playbook = holder.refresh(path, "rules: {arrays: stringify}\n")
+    assert "videoplayed" in playbook.events
+    assert playbook.rules.arrays == "stringify"
+
+
+# ---------------------------------------------------------------------------------------------
+# Connection parameters
+
+
+@pytest.mark.parametrize("params", [{}, {"MY_APP_ID": None}, {"MY_APP_ID": ""}, {"MY_APP_ID": "   "}])
+def test_a_missing_app_id_is_a_missing_parameter(params: dict[str, Any]) -> None:
+    with pytest.raises(MissingParameter, match="MY_APP_ID"):
+        Mapper(build_playbook(), params)
+
+
+def test_the_optional_user_id_param_may_be_absent() -> None:
+    mapper = Mapper(build_playbook(), {"MY_APP_ID": "app"})
+    assert mapper.request_fields == {"app_id": "app"}
+
+
+def test_param_rows_read_the_bound_values() -> None:
+    override = {
+        "default": custom_event(
+            {"key": "event", "from": "event"}, {"key": "properties.heap_user", "param": "MY_USER_ID"}
+        )
+    }
+    playbook = build_playbook(parameter_text=yaml.safe_dump(override))
+    pipeline = Pipeline(Mapper(playbook, {"MY_APP_ID": "app", "MY_USER_ID": "42"}), deliverer=None)  # type: ignore[arg-type]
+    [item] = pipeline.prepare([track()]).items
+    assert item.body["properties"] == {"heap_user": "42"}
+
+
+def test_a_fixed_param_value_is_used_when_none_is_given() -> None:
+    override = {
+        "params": {"MY_APP_ID": {"required": True, "value": "fixed-app"}},
+    }
+    mapper = Mapper(build_playbook(parameter_text=yaml.safe_dump(override)), {})
+    assert mapper.request_fields == {"app_id": "fixed-app"}
+
+
+def test_a_param_passed_as_none_falls_back_to_the_fixed_value() -> None:
+    override = {"params": {"MY_APP_ID": {"required": True, "value": "fixed-app"}}}
+    mapper = Mapper(build_playbook(parameter_text=yaml.safe_dump(override)), {"MY_APP_ID": None})
+    assert mapper.request_fields == {"app_id": "fixed-app"}
