@@ -1,0 +1,84 @@
+"""The benchmark's own checks, at the smallest sizes: its events are valid, its payloads fit
+Lambda's cap, and its throughput and pacing runs deliver every event (no timings asserted).
+
+The full smoke run (``bench/run.py --quick``) runs in CI as ``make bench-quick``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import _common as c  # noqa: E402
+import memory  # noqa: E402
+import pacing  # noqa: E402
+import run as bench_run  # noqa: E402
+import throughput  # noqa: E402
+
+
+def test_the_mix_is_valid_and_every_event_is_its_own() -> None:
+    from heap_forwarder.mapping.engine import Mapper
+    from heap_forwarder.mapping.loader import build_playbook
+    from heap_forwarder.pipeline import Pipeline
+
+    events = c.build_events(300, tag="t")
+    assert len({e["messageId"] for e in events}) == 300
+    kinds = Counter(c.mix_order(c.MIX))
+    assert kinds == Counter(c.MIX)
+    prepared = Pipeline(Mapper(build_playbook(), {"MY_APP_ID": c.APP_ID}), _NoDelivery()).prepare(events)
+    assert prepared.decided == [None] * 300, [o for o in prepared.decided if o][:3]
+    track_only = c.build_events(100, mix=c.TRACK_MIX)
+    assert {e["type"] for e in track_only} <= {"track", "page", "screen"}
+
+
+class _NoDelivery:
+    def deliver(self, *args: Any, **kwargs: Any) -> list[Any]:
+        raise AssertionError("prepare never delivers")
+
+
+def test_the_payload_is_the_largest_that_fits_the_cap() -> None:
+    payload, kept = memory.build_payload(400, cap=200_000)
+    assert len(payload.encode()) <= 200_000
+    assert 0 < kept < 400
+    assert len(json.loads(payload)["Records"]) == kept
+    bigger, _ = memory.build_payload(kept + 1, cap=10**9)
+    assert len(bigger.encode()) > 200_000  # one more record would not have fitted
+
+
+@pytest.mark.slow
+def test_throughput_and_pacing_deliver_every_event() -> None:
+    with c.services() as running:
+        tp = throughput.run(running.env, records=200, repeat=1, warmup=10)
+    assert tp["delivered_all"], tp
+    assert tp["failed_records"] == 0
+    assert tp["received"] == tp["expected"]
+    track_requests = sum(tp["requests"]["/api/track"].values())
+    assert track_requests == 1  # 200 records: one bulk request carries every track event
+    assert set(tp["stages_s"]) == set(throughput.STAGES)
+
+    pc = pacing.run(events=1_500, time_scale=60)
+    assert pc["lost"] == 0, pc
+    assert pc["delivered_all"], pc
+    assert pc["delivered"] == 1_500
+
+    table = bench_run.report(bench_run.QUICK, {"throughput": tp, "pacing": pc}, {})
+    for figure in ("throughput", "HTTP requests per 1,000", "delivery rate", "429s", "events lost"):
+        assert figure in table
+    measured = {"throughput": tp, "pacing": pc, "memory": {"delivered_all": True}}
+    assert not bench_run.delivery_failures(measured)
+
+
+def test_a_run_that_lost_or_failed_anything_fails() -> None:
+    fine = {"throughput": {"delivered_all": True}, "memory": {"delivered_all": True}}
+    assert not bench_run.delivery_failures({**fine, "pacing": {"delivered_all": True, "lost": 0}})
+    assert bench_run.delivery_failures({**fine, "pacing": {"delivered_all": True, "lost": 3}})
+    assert bench_run.delivery_failures({**fine, "pacing": {"delivered_all": False, "lost": 0}})
+    assert bench_run.delivery_failures(fine)  # a figure not measured is a failure too
