@@ -93,7 +93,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             document = json.loads(Path(path).read_text("utf-8"))
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:
             print(f"== {path}\nerror: cannot read: {error}", file=sys.stderr)
             status = 1
             continue
@@ -200,6 +200,19 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from heap_forwarder.local.server import serve
+
+    serve(host=args.host, port=args.port, template=args.template, aws=args.aws)
+    return 0
+
+
+def cmd_redrive(args: argparse.Namespace) -> int:
+    from heap_forwarder.edge.redrive import run_redrive_command
+
+    return run_redrive_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="heap-forwarder", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -255,6 +268,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--aws", action="store_true", help="use real AWS and Heap (your credentials), not the sandbox"
     )
     invoke.set_defaults(run=cmd_invoke)
+
+    serve = commands.add_parser(
+        "serve", help="a local HTTP server for the ingest API (like `sam local start-api`)"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3000, help="0 picks a free port")
+    serve.add_argument("-t", "--template", type=Path, default=Path("template.yaml"))
+    serve.add_argument(
+        "--aws", action="store_true", help="use real AWS and Heap (your credentials), not the sandbox"
+    )
+    serve.set_defaults(run=cmd_serve)
+
+    redrive = commands.add_parser("redrive", help="move DLQ messages back to the main queue after a fix")
+    from heap_forwarder.edge.redrive import add_arguments as add_redrive_arguments
+
+    add_redrive_arguments(redrive)
+    redrive.set_defaults(run=cmd_redrive)
     return parser
 
 

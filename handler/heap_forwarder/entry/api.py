@@ -1,0 +1,231 @@
+"""Lambda handler of the ingest API: ``heap_forwarder.entry.api.lambda_handler``.
+
+API Gateway HTTP API (payload 2.0), routes POST /v1/{track,page,screen,identify,group,alias,batch}.
+Thin: ``Ingest.open`` authenticates and reads the request (before anything looks at the body),
+Powertools routes it and validates the body against the route's model (the OpenAPI document is
+generated from the same routes), ``Ingest.accept`` delivers or parks. See docs/api.md.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from heap_forwarder.edge.dlq import DeadLetterWriter
+from heap_forwarder.edge.ingest import (
+    AliasCall,
+    ApiError,
+    ApiResponse,
+    BatchCall,
+    ErrorCode,
+    GroupCall,
+    IdentifyCall,
+    Ingest,
+    IngestRequest,
+    PageCall,
+    RetryQueue,
+    ScreenCall,
+    TrackCall,
+    invalid_events,
+    is_ingest_route,
+    problems_in,
+    unavailable,
+)
+from heap_forwarder.edge.observability import count, logger, metrics, tracer
+from heap_forwarder.edge.runtime import Runtime, build_runtime
+from heap_forwarder.models import Problem
+from heap_forwarder.openapi import RESPONSES, SECURITY, TAG
+
+app = APIGatewayHttpResolver(enable_validation=True)
+
+_REQUEST = "ingest_request"  # key of the opened request in the resolver's context
+
+
+class _Warm:
+    """What a warm process keeps: built on the first invocation (pool, SSM cache, playbook)."""
+
+    runtime: Runtime | None = None
+    service: Ingest | None = None
+
+
+_warm = _Warm()
+
+
+def service() -> Ingest:
+    if _warm.service is None:
+        runtime = _warm.runtime = build_runtime()
+        settings = runtime.settings
+        sqs = runtime.sqs()
+        key_name = settings.write_key_parameter
+
+        def write_key() -> str:
+            assert key_name is not None
+            return runtime.parameters.get(key_name)
+
+        _warm.service = Ingest(
+            pipeline_factory=runtime.pipeline,
+            retry_queue=RetryQueue(sqs, settings.retry_queue_url),
+            dead_letters=DeadLetterWriter(sqs, settings.dead_letter_queue_url or ""),
+            write_key=write_key if key_name else None,
+        )
+    return _warm.service
+
+
+def reset() -> None:
+    """Forget the warm state (tests and local invoke change the environment between runs)."""
+    _warm.runtime = _warm.service = None
+
+
+def _http(response: ApiResponse) -> Response[str]:
+    return Response(
+        response.status, content_type="application/json", body=response.text(), headers=response.headers
+    )
+
+
+def _accept() -> Response[str]:
+    request: IngestRequest = app.context[_REQUEST]
+    margin = _warm.runtime.settings.deadline_margin_seconds if _warm.runtime else 3.0
+    remaining = max(0.0, app.lambda_context.get_remaining_time_in_millis() / 1000 - margin)
+    return _http(service().accept(request, remaining))
+
+
+@app.post(
+    "/v1/track",
+    operation_id="track",
+    summary="Record an action a user performed",
+    responses=RESPONSES,
+    security=SECURITY,
+    tags=[TAG],
+)
+def track(call: Annotated[TrackCall, Body(description="One track call.")]) -> Response[str]:
+    return _accept()
+
+
+@app.post(
+    "/v1/page",
+    operation_id="page",
+    summary="Record a page view",
+    responses=RESPONSES,
+    security=SECURITY,
+    tags=[TAG],
+)
+def page(call: Annotated[PageCall, Body(description="One page call.")]) -> Response[str]:
+    return _accept()
+
+
+@app.post(
+    "/v1/screen",
+    operation_id="screen",
+    summary="Record a mobile screen view",
+    responses=RESPONSES,
+    security=SECURITY,
+    tags=[TAG],
+)
+def screen(call: Annotated[ScreenCall, Body(description="One screen call.")]) -> Response[str]:
+    return _accept()
+
+
+@app.post(
+    "/v1/identify",
+    operation_id="identify",
+    summary="Record who a user is (traits)",
+    responses=RESPONSES,
+    security=SECURITY,
+    tags=[TAG],
+)
+def identify(call: Annotated[IdentifyCall, Body(description="One identify call.")]) -> Response[str]:
+    return _accept()
+
+
+@app.post(
+    "/v1/group",
+    operation_id="group",
+    summary="Record a user's account (group traits)",
+    responses=RESPONSES,
+    security=SECURITY,
+    tags=[TAG],
+)
+def group(call: Annotated[GroupCall, Body(description="One group call.")]) -> Response[str]:
+    return _accept()
+
+
+@app.post(
+    "/v1/alias",
+    operation_id="alias",
+    summary="Merge two identities (refused: Heap's server-side API cannot merge identities)",
+    responses=RESPONSES,
+    security=SECURITY,
+    tags=[TAG],
+)
+def alias(call: Annotated[AliasCall, Body(description="One alias call.")]) -> Response[str]:
+    return _accept()
+
+
+@app.post(
+    "/v1/batch",
+    operation_id="batch",
+    summary="Send many calls of any type at once",
+    responses=RESPONSES,
+    security=SECURITY,
+    tags=[TAG],
+)
+def batch(
+    call: Annotated[BatchCall, Body(description='{"batch": [calls...]}, each call with its type.')],
+) -> Response[str]:
+    return _accept()
+
+
+@app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
+def _invalid(error: RequestValidationError) -> Response[str]:
+    """Powertools answers 422 by default; this API answers 400 naming each event's index and field."""
+    request: IngestRequest | None = app.context.get(_REQUEST)
+    problems = problems_in(request.events) if request is not None else []
+    if not problems:  # not expected: the same models judge both; translate Powertools' own findings
+        problems = [_problem(e) for e in error.errors()]
+    count("ApiResponses.400", 1)
+    return _http(invalid_events(problems).response())
+
+
+def _problem(detail: Any) -> Problem:
+    loc = [str(p) for p in detail.get("loc", ())][1:]  # ("body", "batch", 2, "track", "event")
+    index = 0
+    if len(loc) >= 2 and loc[0] == "batch" and loc[1].isdigit():
+        index, loc = int(loc[1]), loc[2:]
+    return Problem(index, ".".join(loc), str(detail.get("msg", "invalid")))
+
+
+@app.not_found
+def _not_found(error: NotFoundError) -> Response[str]:
+    method = app.current_event.http_method
+    count("ApiResponses.404", 1)
+    return _http(ApiError(404, ErrorCode.NOT_FOUND, f"no route {method} {app.current_event.path}").response())
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if not is_ingest_route(event):
+        return app.resolve(event, context)
+    try:
+        worker = service()
+    except Exception as error:  # the environment itself is unusable (settings): nothing to park with
+        logger.error("configuration fault: the API cannot start", extra={"cause": str(error)})
+        count("ConfigurationFaults", 1)
+        return unavailable("the API is misconfigured; retry later").response().as_http_api()
+    try:
+        request = worker.open(event)
+    except ApiError as error:
+        return worker.refuse(error).as_http_api()
+    # The router validates the completed events (plain JSON now) against the route's model.
+    normalised = {**event, "body": request.body_json(), "isBase64Encoded": False}
+    headers = {k: v for k, v in (event.get("headers") or {}).items() if k.lower() != "content-encoding"}
+    normalised["headers"] = {**{k.lower(): v for k, v in headers.items()}, "content-type": "application/json"}
+    app.context[_REQUEST] = request
+    return app.resolve(normalised, context)

@@ -1,0 +1,383 @@
+"""Docker-free ``sam local start-api``: a local HTTP server in front of the real API handler.
+
+Each HTTP request becomes the API Gateway HTTP API (payload 2.0) event API Gateway would hand
+the function (lower-cased headers, a base64 body when it is binary or content-encoded), and the
+handler's answer becomes the HTTP response. The handler stays warm between requests, as a Lambda
+instance does (its environment is set once, when the server starts), and runs one request at a
+time, as one instance does.
+
+``heap-forwarder serve`` runs it inside the :class:`Sandbox` (moto + the Heap emulator), or with
+``--aws`` against the real services named by the template and your environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from heap_forwarder.envelopes import ROUTE_TYPES
+from heap_forwarder.local.invoke import LocalContext, load_handler
+from heap_forwarder.local.sandbox import environment
+from heap_forwarder.local.template import FunctionSpec
+
+FUNCTION = "ApiFunction"
+# API Gateway's own limit on an HTTP API request body.
+MAX_REQUEST_BYTES = 10 * 1024 * 1024
+_TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript", "+json", "+xml")
+_FORM = "application/x-www-form-urlencoded"
+_DEFAULT_ROUTES = frozenset(("POST", path) for path in ROUTE_TYPES)
+
+Route = tuple[str, str]
+
+
+def _is_text(content_type: str, content_encoding: str, body: bytes) -> bool:
+    """Does API Gateway pass this body as text (else base64)? Content-encoded bodies are binary."""
+    if content_encoding.strip().lower() not in ("", "identity"):
+        return False
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if kind and not (any(t in kind for t in _TEXT_TYPES) or kind == _FORM):
+        return False
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def http_api_event(
+    method: str,
+    target: str,
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+    *,
+    source_ip: str = "127.0.0.1",
+    routes: Iterable[Route] = _DEFAULT_ROUTES,
+    request_id: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The HTTP API (payload 2.0) event for one request: ``target`` is the path and query string."""
+    url = urlsplit(target)
+    path = url.path or "/"
+    merged: dict[str, str] = {}
+    for name, value in headers:
+        key = name.lower()
+        merged[key] = f"{merged[key]},{value}" if key in merged else value  # as API Gateway joins them
+    method = method.upper()
+    route_key = f"{method} {path}" if (method, path) in set(routes) else "$default"
+    moment = now or datetime.now(UTC)
+    request_id = request_id or base64.b32encode(uuid.uuid4().bytes[:10]).decode("ascii").rstrip("=")
+    host = merged.get("host", "localhost")
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": route_key,
+        "rawPath": path,
+        "rawQueryString": url.query,
+        "headers": merged,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "local",
+            "domainName": host,
+            "domainPrefix": host.split(".", 1)[0],
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": merged.get("user-agent", ""),
+            },
+            "requestId": request_id,
+            "routeKey": route_key,
+            "stage": "$default",
+            "time": moment.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(moment.timestamp() * 1000),
+        },
+        "isBase64Encoded": False,
+    }
+    if "cookie" in merged:  # API Gateway moves cookies out of the headers
+        event["cookies"] = [c.strip() for c in merged.pop("cookie").split(";") if c.strip()]
+    if url.query:
+        parameters: dict[str, str] = {}
+        for name, value in parse_qsl(url.query, keep_blank_values=True):
+            parameters[name] = f"{parameters[name]},{value}" if name in parameters else value
+        event["queryStringParameters"] = parameters
+    if body:
+        if _is_text(merged.get("content-type", ""), merged.get("content-encoding", ""), body):
+            event["body"] = body.decode("utf-8")
+        else:
+            event["body"] = base64.b64encode(body).decode("ascii")
+            event["isBase64Encoded"] = True
+    return event
+
+
+def http_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    """(status, headers, body) of a handler's answer, as API Gateway reads payload 2.0 answers."""
+    if not (isinstance(result, dict) and "statusCode" in result):
+        # Anything else is taken as a JSON body with status 200.
+        text = result if isinstance(result, str) else json.dumps(result)
+        return 200, [("Content-Type", "application/json")], text.encode("utf-8")
+    status = int(result["statusCode"])
+    headers = [(str(k), str(v)) for k, v in (result.get("headers") or {}).items()]
+    for name, values in (result.get("multiValueHeaders") or {}).items():
+        headers.extend((str(name), str(v)) for v in values)
+    headers.extend(("Set-Cookie", str(c)) for c in result.get("cookies") or [])
+    body = result.get("body") or ""
+    payload = base64.b64decode(body) if result.get("isBase64Encoded") else str(body).encode("utf-8")
+    return status, headers, payload
+
+
+def api_routes(template: Mapping[str, Any], logical_id: str = FUNCTION) -> frozenset[Route]:
+    """The (method, path) routes the template gives a function through HttpApi events."""
+    resource = (template.get("Resources") or {}).get(logical_id) or {}
+    routes = set()
+    for spec in ((resource.get("Properties") or {}).get("Events") or {}).values():
+        if spec.get("Type") == "HttpApi":
+            properties = spec.get("Properties") or {}
+            routes.add((str(properties.get("Method", "ANY")).upper(), str(properties.get("Path", "/"))))
+    return frozenset(routes) or _DEFAULT_ROUTES
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], owner: LocalApiServer) -> None:
+        self.owner = owner
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"  # keep-alive, as SDKs' connection pools expect
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # the owner logs one line per request
+
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        # Every method (do_POST, do_GET, do_TRACE...): API Gateway matches routes, not the server.
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
+
+    def _dispatch(self) -> None:
+        started = time.perf_counter()
+        owner = self.server.owner
+        body = self._read_body()
+        if body is None:
+            status, headers, data = (
+                413,
+                [("Content-Type", "application/json")],
+                b'{"message":"Request Entity Too Large"}',
+            )
+            self.close_connection = True
+        else:
+            event = http_api_event(
+                self.command,
+                self.path,
+                self.headers.items(),
+                body,
+                source_ip=self.client_address[0],
+                routes=owner.routes,
+            )
+            if event["routeKey"] == "$default":
+                status, headers, data = (
+                    404,
+                    [("Content-Type", "application/json")],
+                    b'{"message":"Not Found"}',
+                )
+            else:
+                status, headers, data = owner.respond(event)
+        self.send_response(status)
+        for name, value in headers:
+            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        if owner.log is not None:
+            owner.log(
+                f"{self.command} {self.path} -> {status} ({(time.perf_counter() - started) * 1000:.0f} ms)"
+            )
+
+    def _read_body(self) -> bytes | None:
+        """The request body; None when it is over API Gateway's limit."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                line = self.rfile.readline(65537)
+                length = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                if length == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                size += length
+                if size > MAX_REQUEST_BYTES:
+                    return None
+                chunks.append(self.rfile.read(length))
+                self.rfile.readline(3)  # the CRLF after each chunk
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_REQUEST_BYTES:
+            return None
+        return self.rfile.read(length) if length > 0 else b""
+
+
+class LocalApiServer:
+    """The API function behind a real HTTP server on ``host:port`` (port 0: any free port)."""
+
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        routes: Iterable[Route] = _DEFAULT_ROUTES,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.host = host
+        self.port = port
+        self.routes = frozenset(routes)
+        self.log = log
+        self._lock = threading.Lock()  # one invocation at a time, as one Lambda instance
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._stack = contextlib.ExitStack()
+        self._handler: Callable[[dict[str, Any], Any], Any] | None = None
+        self._reset: Callable[[], None] | None = None
+
+    def start(self) -> LocalApiServer:
+        if self._server is not None:
+            return self
+        self._stack.enter_context(environment(self.spec.environment))
+        handler, module = load_handler(self.spec)
+        reset = getattr(module, "reset", None)
+        self._reset = reset if callable(reset) else None
+        if self._reset is not None:
+            self._reset()  # built afresh for this environment, then kept warm
+        self._handler = handler
+        self._server = _Server((self.host, self.port), self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="local-api", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+        if self._reset is not None:
+            self._reset()  # the warm state belongs to this server's environment
+        self._stack.close()
+
+    def __enter__(self) -> LocalApiServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the server is not started")
+        host, port = self._server.server_address[:2]
+        assert isinstance(host, str)
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        """Hand one event to the warm handler, as Lambda does."""
+        if self._handler is None:
+            raise RuntimeError("the server is not started")
+        with self._lock:
+            context = LocalContext(self.spec.logical_id, self.spec.memory_mb, self.spec.timeout)
+            return self._handler(event, context)
+
+    def respond(self, event: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+        try:
+            return http_response(self.invoke(event))
+        except Exception:
+            # What API Gateway answers when the integration fails.
+            traceback.print_exc(file=sys.stderr)
+            return 500, [("Content-Type", "application/json")], b'{"message":"Internal Server Error"}'
+
+
+@contextlib.contextmanager
+def _until_signalled() -> Iterator[threading.Event]:
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _wait(stop: threading.Event) -> None:
+    while not stop.wait(0.5):
+        pass
+
+
+def serve(host: str, port: int, template: Path, aws: bool) -> None:
+    """Serve the API on ``host:port`` until SIGINT/SIGTERM: in the sandbox, or (``aws``) for real."""
+    from heap_forwarder.local.sandbox import Sandbox
+    from heap_forwarder.local.template import Resolver, function_spec, load_template
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    with _until_signalled() as stop:
+        if aws:
+            document = load_template(template)
+            spec = function_spec(document, FUNCTION, Resolver(document))
+            # Values exported in the shell win (e.g. the RETRY_QUEUE_URL of a deployed stack).
+            spec.environment.update({k: os.environ[k] for k in spec.environment if k in os.environ})
+            with LocalApiServer(spec, host=host, port=port, routes=api_routes(document), log=say) as server:
+                say(f"Ingest API (real AWS and Heap): {server.url}")
+                say(f"  Heap: {spec.environment.get('HEAP_API_URL', '?')}")
+                say("  Press Ctrl+C to stop.")
+                _wait(stop)
+            return
+        with Sandbox(template_path=template) as sandbox:
+            spec = sandbox.function(FUNCTION)
+            routes = api_routes(sandbox.template)
+            with LocalApiServer(spec, host=host, port=port, routes=routes, log=say) as server:
+                key = sandbox.write_key if spec.environment.get("WRITE_KEY_PARAMETER") else None
+                say(f"Ingest API:    {server.url}  ({', '.join(sorted(p for _, p in routes))})")
+                say(f"Heap emulator: {sandbox.emulator.url}  (what Heap received: GET /_emulator/state)")
+                if key:
+                    say(f"Write key:     {key}  (demo only: HTTP Basic user name, empty password)")
+                    auth = f"-u {key}: "
+                else:
+                    say("Write key:     none (WRITE_KEY_PARAMETER is not set: no auth)")
+                    auth = ""
+                say(
+                    f"Try: curl -s {auth}-H 'Content-Type: application/json' {server.url}/v1/track"
+                    ' -d \'{"event":"Order Completed","anonymousId":"a1","properties":{"total":9.5}}\''
+                )
+                say("Press Ctrl+C to stop.")
+                _wait(stop)
