@@ -8,8 +8,10 @@ tracing). Never log the app ID, the write key or event traits/properties at INFO
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from heap_forwarder.heap.client import RequestRecord
@@ -19,14 +21,29 @@ NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "HeapForwarder")
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
-# Off unless the deployment turns it on: X-Ray costs per trace and the SDK per cold start.
-# Off outside Lambda too (local invoke/serve, tests, sam local): no X-Ray daemon, no segment.
-tracer = Tracer(
-    service=SERVICE,
-    disabled=os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").lower() != "false"
-    or not os.environ.get("LAMBDA_TASK_ROOT")
-    or bool(os.environ.get("AWS_SAM_LOCAL")),
-)
+
+
+def tracing_enabled() -> bool:
+    """On in Lambda when the template turns it on; off outside Lambda (local invoke and serve,
+    tests, ``sam local``), where there is no X-Ray daemon and no segment to write to."""
+    return (
+        os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").lower() == "false"
+        and bool(os.environ.get("LAMBDA_TASK_ROOT"))
+        and not os.environ.get("AWS_SAM_LOCAL")
+    )
+
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def traced(handler: Handler) -> Handler:
+    """Powertools' ``capture_lambda_handler`` when tracing is on. The Tracer (and the X-Ray SDK
+    it imports, ~70 ms of cold start) is only built then."""
+    if not tracing_enabled():
+        return handler
+    from aws_lambda_powertools import Tracer
+
+    return cast(Handler, Tracer(service=SERVICE).capture_lambda_handler(handler))
 
 
 def record_heap_request(record: RequestRecord) -> None:

@@ -37,7 +37,7 @@ from heap_forwarder.edge.ingest import (
     problems_in,
     unavailable,
 )
-from heap_forwarder.edge.observability import count, logger, metrics, tracer
+from heap_forwarder.edge.observability import count, logger, metrics, traced
 from heap_forwarder.edge.runtime import Runtime, build_runtime
 from heap_forwarder.models import Problem
 from heap_forwarder.openapi import RESPONSES, SECURITY, TAG
@@ -209,7 +209,7 @@ def _not_found(error: NotFoundError) -> Response[str]:
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 @metrics.log_metrics
-@tracer.capture_lambda_handler
+@traced
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if not is_ingest_route(event):
         return app.resolve(event, context)

@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from heap_forwarder.edge.consumer import BackoffPolicy, Consumer
 from heap_forwarder.edge.dlq import DeadLetterWriter
-from heap_forwarder.edge.observability import logger, metrics, tracer
+from heap_forwarder.edge.observability import logger, metrics, traced
 from heap_forwarder.edge.runtime import Runtime, build_runtime
 
 
@@ -45,7 +45,7 @@ def reset() -> None:
 
 @logger.inject_lambda_context(correlation_id_path="Records[0].messageId", clear_state=True)
 @metrics.log_metrics
-@tracer.capture_lambda_handler
+@traced
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     worker = consumer()
     margin = _warm.runtime.settings.deadline_margin_seconds if _warm.runtime else 3.0
