@@ -14,6 +14,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -95,7 +96,10 @@ class RequestRecord:
 # One pool per process: Lambda keeps module globals between invocations, so TLS sessions and
 # keep-alive connections survive. urllib3 must not retry on its own: the client owns the policy
 # (and the deadline), and a silent urllib3 retry would be invisible to it.
-_POOL = urllib3.PoolManager(num_pools=4, maxsize=4, cert_reqs="CERT_REQUIRED", retries=False)
+SINGLE_REQUEST_CONCURRENCY = 4  # requests of endpoints without a bulk form sent at once
+_POOL = urllib3.PoolManager(
+    num_pools=4, maxsize=SINGLE_REQUEST_CONCURRENCY, cert_reqs="CERT_REQUIRED", retries=False
+)
 
 
 def shared_pool() -> urllib3.PoolManager:
@@ -329,11 +333,26 @@ class _Delivery:
     # -- planning ---------------------------------------------------------------------------
 
     def run(self) -> None:
-        for plan in self.plan():
-            result = self._send_bulk(plan.endpoint, plan.indices, plan.prefix, plan.suffix)
-            self._settle_result(
-                plan.endpoint, plan.indices, result, plan.prefix, plan.suffix, alike_checked=False
-            )
+        plans = self.plan()
+        singles = [p for p in plans if p.endpoint.bulk_key is None]
+        for plan in plans:
+            if plan.endpoint.bulk_key is not None:
+                self._run_plan(plan)
+        if len(singles) > 1:
+            # Identify has no bulk form: one request per item, each a round trip to Heap. Sent a
+            # few at a time (the pool keeps that many connections) so that a batch with many
+            # identify calls does not spend its Lambda time waiting on them one by one.
+            with ThreadPoolExecutor(max_workers=SINGLE_REQUEST_CONCURRENCY) as pool:
+                list(pool.map(self._run_plan, singles))
+        else:
+            for plan in singles:
+                self._run_plan(plan)
+
+    def _run_plan(self, plan: _Plan) -> None:
+        result = self._send_bulk(plan.endpoint, plan.indices, plan.prefix, plan.suffix)
+        self._settle_result(
+            plan.endpoint, plan.indices, result, plan.prefix, plan.suffix, alike_checked=False
+        )
 
     def plan(self) -> list[_Plan]:
         """Encode every item once and pack the requests; items that cannot go are settled here."""
