@@ -181,13 +181,16 @@ def _timestamp(body: dict[str, Any]) -> None:
         body.pop("timestamp", None)
         return
     try:
-        body["timestamp"] = normalise_timestamp(value)
+        # The usual case is the model's parsed time; anything else goes the general way.
+        body["timestamp"] = format_timestamp(value) if type(value) is datetime else normalise_timestamp(value)
     except ValueError as error:
         raise HeapRuleError(f"timestamp: {error}") from None
 
 
 def _optional_string(body: dict[str, Any], field: str, limit: int) -> None:
     value = body.get(field)
+    if value.__class__ is str and 0 < len(value) <= limit:
+        return  # the usual case, as it is
     if value is None:
         body.pop(field, None)
         return

@@ -160,14 +160,19 @@ class EventView:
 Reader = Callable[[EventView], Any]
 
 
+_ABSENT = object()
+
+
 def _step(node: Any, part: str) -> Any:
     if node.__class__ is dict:
         return node.get(part)
     # A model keeps its fields in __dict__ and unknown fields in __pydantic_extra__: reading
     # them there skips pydantic's slow __getattr__ for extras (context.sessionId).
     fields = getattr(node, "__dict__", None)
-    if fields is not None and part in fields:
-        return fields[part]
+    if fields is not None:
+        value = fields.get(part, _ABSENT)
+        if value is not _ABSENT:
+            return value
     extra = getattr(node, "__pydantic_extra__", None)
     if extra is not None:
         return extra.get(part)
