@@ -160,22 +160,29 @@ def _env_overrides(path: Path | None, logical_id: str) -> dict[str, str]:
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
-    from heap_forwarder.local.invoke import InvokeError, invoke, read_event
-    from heap_forwarder.local.sandbox import Sandbox
+    from heap_forwarder.local.invoke import InvokeError, invoke, read_event, shape_event, trigger_of
+    from heap_forwarder.local.sandbox import LOCAL_WRITE_KEY, Sandbox
     from heap_forwarder.local.template import Resolver, TemplateError, function_spec, load_template
 
     try:
-        event = read_event(args.event)
+        document = read_event(args.event)
         overrides = _env_overrides(args.env_vars, args.function)
         if args.aws:
             # Real AWS and Heap: the environment comes from the template and --env-vars only.
             template = load_template(args.template)
             spec = function_spec(template, args.function, Resolver(template))
             spec.environment.update(overrides)
+            event, note = shape_event(document, trigger_of(template, args.function), str(args.event))
+            if note:
+                print(f"note: {note}", file=sys.stderr)
             print(json.dumps(invoke(spec, event), indent=2))
             return 0
         with Sandbox(template_path=args.template) as sandbox:
             spec = sandbox.function(args.function, overrides)
+            trigger = trigger_of(sandbox.template, args.function)
+            event, note = shape_event(document, trigger, str(args.event), LOCAL_WRITE_KEY)
+            if note:
+                print(f"note: {note}", file=sys.stderr)
             response = invoke(spec, event)
             state = sandbox.emulator.state()
             letters = sandbox.dead_letters()
