@@ -102,17 +102,20 @@ def measure(mode: Mode) -> tuple[dict[str, Any], dict[str, str]]:
     results["pacing"] = _measure(
         "pacing", errors, lambda: pacing.run(events=mode.pacing_events, time_scale=mode.time_scale)
     )
-    mapping = c.BENCH / "bench_mapping.py"
-    if mapping.exists():
-        results["mapping"] = _measure("mapping-only (bench_mapping.py)", errors, lambda: _mapping(mode))
+    results["mapping"] = _measure(
+        "mapping-only (bench_mapping.py)", errors, lambda: _script("bench_mapping.py", mode)
+    )
+    results["delivery"] = _measure(
+        "delivery-only (bench_delivery.py)", errors, lambda: _script("bench_delivery.py", mode)
+    )
     return results, errors
 
 
-def _mapping(mode: Mode) -> dict[str, Any]:
-    argv = [c.PYTHON, str(c.BENCH / "bench_mapping.py")] + (["--quick"] if mode is QUICK else [])
+def _script(name: str, mode: Mode) -> dict[str, Any]:
+    argv = [c.PYTHON, str(c.BENCH / name)] + (["--quick"] if mode is QUICK else [])
     done = subprocess.run(argv, cwd=c.ROOT, capture_output=True, text=True, timeout=300, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"bench_mapping.py exit {done.returncode}: {done.stderr[-2000:]}")
+        raise RuntimeError(f"{name} exit {done.returncode}: {done.stderr[-2000:]}")
     return {"output": done.stdout.rstrip()}
 
 
@@ -325,6 +328,8 @@ def report(mode: Mode, results: dict[str, Any], errors: dict[str, str]) -> str:
         ]
     if results.get("mapping"):
         out += ["", "Mapping only (bench/bench_mapping.py):", results["mapping"]["output"]]
+    if results.get("delivery"):
+        out += ["", "Delivery only (bench/bench_delivery.py):", results["delivery"]["output"]]
     for name, error in errors.items():
         out += ["", f"ERROR in {name}: {error}"]
     return "\n".join(out)

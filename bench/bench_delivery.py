@@ -1,0 +1,146 @@
+"""Delivery benchmark: 10,000 mapped events to the Heap emulator in its own process.
+
+Prints the HTTP requests per 1,000 events (bulk: the target is 1; a peer sending one request
+per event needs 1,000, measured here too on a sample) and events/s, next to the stdlib JSON
+round trip (json.loads + json.dumps) of the same events measured in the same run.
+
+    python bench/bench_delivery.py [--events N] [--quick]
+
+Exit status 1 when an event was not delivered (never on timings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import urllib3
+
+from heap_forwarder.heap.client import DeliverySettings, HeapClient
+from heap_forwarder.heap.items import HeapItem
+from heap_forwarder.heap.rules import RuleSettings, apply_rules
+from heap_forwarder.mapping.engine import Mapper
+from heap_forwarder.mapping.loader import build_playbook
+from heap_forwarder.models import validate_event
+
+ROOT = Path(__file__).resolve().parent.parent
+RAW = ROOT / "events" / "raw"
+TRACK_SAMPLES = (
+    "cart_viewed", "checkout_started", "order_completed", "payment_info_entered", "product_added",
+    "product_clicked", "product_list_viewed", "product_viewed", "products_searched", "page", "custom_track",
+)  # fmt: skip
+APP_ID = "bench-app"
+
+
+def build_events(count: int) -> list[dict[str, Any]]:
+    samples = [json.loads((RAW / f"{name}.json").read_text("utf-8")) for name in TRACK_SAMPLES]
+    events = []
+    for i in range(count):
+        event = json.loads(json.dumps(samples[i % len(samples)]))
+        event["messageId"] = f"delivery-bench-{i:08d}"
+        events.append(event)
+    return events
+
+
+def start_emulator() -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "heap_forwarder.heap.emulator", "--port", "0", "--app-id", APP_ID],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    match = re.search(r"http://127\.0\.0\.1:\d+", line)
+    if not match:
+        process.kill()
+        raise RuntimeError(f"the emulator did not start: {line!r}")
+    return process, match.group(0)
+
+
+def emulator_stats(url: str) -> dict[str, Any]:
+    response = urllib3.request("GET", f"{url}/_emulator/state")
+    stats: dict[str, Any] = json.loads(response.data)["stats"]
+    return stats
+
+
+def deliver(url: str, items: list[HeapItem], max_items: int) -> tuple[float, int, int]:
+    """Seconds, HTTP requests, events accepted by the emulator."""
+    urllib3.request("POST", f"{url}/_emulator/reset")
+    client = HeapClient(DeliverySettings(base_url=url, max_items_per_request=max_items))
+    start = time.perf_counter()
+    outcomes = client.deliver(items, {"app_id": APP_ID})
+    seconds = time.perf_counter() - start
+    stats = emulator_stats(url)
+    if not all(o.delivered for o in outcomes):
+        raise RuntimeError(f"{sum(not o.delivered for o in outcomes)} event(s) not delivered")
+    return seconds, int(stats["requests_total"]), int(stats["events_accepted"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--peer-sample", type=int, default=1_000, help="events sent one request each")
+    parser.add_argument("--quick", action="store_true", help="CI mode: 1,000 events, checks delivery only")
+    args = parser.parse_args(argv)
+    count, peer_sample = (1_000, 100) if args.quick else (args.events, args.peer_sample)
+
+    events = build_events(count)
+    texts = [json.dumps(e) for e in events]
+    mapper = Mapper(build_playbook(), {"MY_APP_ID": APP_ID})
+    rules = RuleSettings()
+    items = [
+        apply_rules(item, rules)
+        for i, event in enumerate(events)
+        for item in mapper.map(validate_event(event, i), event, i)
+    ]
+
+    process, url = start_emulator()
+    try:
+        baseline = min(_timed(lambda: [json.dumps(json.loads(t)) for t in texts]) for _ in range(3))
+        bulk_seconds, bulk_requests, accepted = deliver(url, items, 1000)
+        peer_seconds, peer_requests, peer_accepted = deliver(url, items[:peer_sample], 1)
+    except RuntimeError as error:
+        print(f"FAILED: {error}", file=sys.stderr)
+        return 1
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    if accepted != len(items) or peer_accepted != peer_sample:
+        print(f"FAILED: the emulator accepted {accepted} of {len(items)} events", file=sys.stderr)
+        return 1
+
+    per_1000 = bulk_requests / len(items) * 1000
+    peer_per_1000 = peer_requests / peer_sample * 1000
+    print(
+        f"{len(items):,} mapped track events to the Heap emulator (own process),"
+        f" Python {sys.version.split()[0]}"
+    )
+    print(f"{'':<28} {'events/s':>10} {'requests/1,000 events':>22}")
+    print(f"{'bulk delivery (this client)':<28} {len(items) / bulk_seconds:>10,.0f} {per_1000:>22.2f}")
+    print(f"{'one request per event (peer)':<28} {peer_sample / peer_seconds:>10,.0f} {peer_per_1000:>22.0f}")
+    print(f"{'baseline: json round trip':<28} {len(texts) / baseline:>10,.0f} {'-':>22}")
+    print(
+        f"requests per 1,000 events = {per_1000:.2f} (target 1); delivery/baseline = "
+        f"{(len(items) / bulk_seconds) / (len(texts) / baseline):.2f}; "
+        f"bulk is {(len(items) / bulk_seconds) / (peer_sample / peer_seconds):.0f}x the peers' rate"
+    )
+    return 0
+
+
+def _timed(run: Any) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    sys.exit(main())
