@@ -313,6 +313,8 @@ def services() -> Iterator[Services]:
 
 @contextmanager
 def _env(values: Mapping[str, str]) -> Iterator[None]:
+    # Like heap_forwarder.local.sandbox.environment, kept here: a measuring process must not
+    # import the package before the figure it measures (cold start, memory).
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:

@@ -34,6 +34,7 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field
 
+from heap_forwarder.edge.aws import error_code
 from heap_forwarder.edge.dlq import DeadLetter, DeadLetterWriter
 from heap_forwarder.edge.observability import count, logger
 from heap_forwarder.envelopes import ROUTE_TYPES, BodyError, header, http_body_bytes
@@ -429,18 +430,9 @@ class RetryQueue:
             try:
                 self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=body)
             except (BotoCoreError, ClientError) as error:
-                logger.error("could not park events in the retry queue", extra={"cause": _cause(error)})
+                logger.error("could not park events in the retry queue", extra={"cause": error_code(error)})
                 ok = False
         return ok
-
-
-def _cause(error: Exception) -> str:
-    response = getattr(error, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        if code:
-            return str(code)
-    return type(error).__name__
 
 
 def _now_iso() -> str:

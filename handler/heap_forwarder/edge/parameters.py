@@ -7,6 +7,8 @@ from typing import Any
 from aws_lambda_powertools.utilities.parameters import SSMProvider
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
+from heap_forwarder.edge.aws import error_code
+
 
 class ParameterUnavailable(RuntimeError):
     """A parameter could not be read (missing, denied, SSM down). Never carries the value."""
@@ -37,16 +39,7 @@ class ParameterStore:
         except GetParameterError as error:
             # Powertools raises its error inside the except block: SSM's own error is the context.
             cause = error.__cause__ or error.__context__ or error
-            raise ParameterUnavailable(f"cannot read SSM parameter {name}: {_describe(cause)}") from None
+            raise ParameterUnavailable(f"cannot read SSM parameter {name}: {error_code(cause)}") from None
         if not isinstance(value, str) or not value.strip():
             raise ParameterUnavailable(f"SSM parameter {name} is empty")
         return value.strip()
-
-
-def _describe(error: BaseException) -> str:
-    response = getattr(error, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        if code:
-            return str(code)
-    return type(error).__name__
