@@ -8,6 +8,7 @@ Unknown fields are kept (``extra="allow"``); untyped blobs (``properties``, ``tr
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -215,12 +216,34 @@ class InvalidJson(ValueError):
     pass
 
 
+# A number that can overflow a float to infinity: an exponent of three digits, or 309+ digits.
+_HUGE_NUMBER = re.compile(rb"[eE][+-]?\d{3}|\d{309}")
+
+
 def decode_json(body: str | bytes) -> Any:
-    """Decode JSON with a Rust-backed parser; NaN/Infinity are refused (Heap cannot carry them)."""
+    """Decode JSON with a Rust-backed parser; NaN/Infinity are refused (Heap cannot carry them),
+    and so is a number too large for a float (``1e400``), which would decode to infinity."""
     try:
-        return from_json(body, allow_inf_nan=False)
+        document = from_json(body, allow_inf_nan=False)
     except ValueError as error:
         raise InvalidJson(f"body is not valid JSON: {error}") from None
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    if _HUGE_NUMBER.search(raw) and _has_non_finite(document):
+        raise InvalidJson("body is not valid JSON for Heap: a number is too large for a float (e.g. 1e400)")
+    return document
+
+
+def _has_non_finite(document: Any) -> bool:
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
 
 
 def events_of(document: Any) -> tuple[list[Any], bool]:

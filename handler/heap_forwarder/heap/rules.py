@@ -243,5 +243,11 @@ def apply_rules(item: HeapItem, settings: RuleSettings) -> HeapItem:
         user_id = body.get("user_id")
         if not isinstance(user_id, str) or not user_id.isdigit():
             raise HeapRuleError(f"user_id: Heap's SDK user id is a numeric string, got {user_id!r}")
+        if len(user_id) > MAX_IDENTITY:
+            raise HeapRuleError(f"user_id: {len(user_id)} characters, Heap allows at most {MAX_IDENTITY}")
         _timestamp(body)
+    for key, value in body.items():
+        # Keys a custom playbook row adds pass as they are, but never as a number JSON cannot hold.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise HeapRuleError(f"{key}: {value} is not a finite number")
     return HeapItem(endpoint, body, item.source)
