@@ -216,8 +216,15 @@ class InvalidJson(ValueError):
     pass
 
 
-# A number that can overflow a float to infinity: an exponent of three digits, or 309+ digits.
-_HUGE_NUMBER = re.compile(rb"[eE][+-]?\d{3}|\d{309}")
+# A number that can overflow a float to infinity has an exponent of three digits or a run of
+# 309+ digits. Both looked for in C, about 1 µs a body (a single regex for both costs 3-20).
+_BIG_EXPONENT = re.compile(rb"[eE][+-]?[0-9]{3}")
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGIT_RUN = b"0" * 309
+
+
+def _may_overflow(raw: bytes) -> bool:
+    return _BIG_EXPONENT.search(raw) is not None or raw.translate(_DIGITS_AS_ZERO).find(_LONG_DIGIT_RUN) >= 0
 
 
 def decode_json(body: str | bytes) -> Any:
@@ -228,7 +235,7 @@ def decode_json(body: str | bytes) -> Any:
     except ValueError as error:
         raise InvalidJson(f"body is not valid JSON: {error}") from None
     raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
-    if _HUGE_NUMBER.search(raw) and _has_non_finite(document):
+    if _may_overflow(raw) and _has_non_finite(document):
         raise InvalidJson("body is not valid JSON for Heap: a number is too large for a float (e.g. 1e400)")
     return document
 
