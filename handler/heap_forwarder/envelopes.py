@@ -84,8 +84,8 @@ def gunzip_if_needed(data: bytes) -> bytes:
     return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
 
 
-def decode_body(body: str | bytes) -> Any:
+def decode_body(body: str | bytes, *, finite_numbers: bool = True) -> Any:
     try:
-        return decode_json(body)
+        return decode_json(body, finite_numbers=finite_numbers)
     except InvalidJson as error:
         raise BodyError(str(error)) from None

@@ -187,9 +187,9 @@ CORPUS: list[Hostile] = [
     Hostile(
         "number-1e400",
         event("e400", properties={"v": _RAW}, raw="1e400"),
-        "invalid_json",
+        "heap_rule",
         "400:invalid_json",
-        note="would decode to an infinite float: refused when the body is read",
+        note="an infinite float: the API refuses the body, the consumer's rules the property",
     ),
     Hostile(
         "integer-400-digits",
