@@ -20,6 +20,7 @@ from heap_forwarder.edge.observability import logger, metrics
 from heap_forwarder.heap.client import DeliverySettings, HeapClient
 from heap_forwarder.heap.emulator import HeapEmulator
 from heap_forwarder.local.poller import as_lambda_record
+from heap_forwarder.local.sandbox import peek_queue, queue_counts
 from heap_forwarder.mapping.engine import Mapper
 from heap_forwarder.mapping.loader import build_playbook
 from heap_forwarder.mapping.playbook import Playbook
@@ -80,34 +81,7 @@ class Letter:
 
 def read_queue(sqs: Any, url: str) -> list[Letter]:
     """Every visible message of a queue, left in place (received, then made visible again)."""
-    seen: list[Letter] = []
-    handles: list[str] = []
-    while True:
-        messages = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30, MessageAttributeNames=["All"]
-        ).get("Messages", [])
-        if not messages:
-            break
-        for message in messages:
-            attributes = {
-                k: v.get("StringValue", "") for k, v in (message.get("MessageAttributes") or {}).items()
-            }
-            seen.append(Letter(message["Body"], attributes))
-            handles.append(message["ReceiptHandle"])
-    for handle in handles:
-        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
-    return seen
-
-
-def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
-    """(visible, in flight) messages of a queue."""
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]), int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )
+    return [Letter(m.body, m.attributes) for m in peek_queue(sqs, url)]
 
 
 @dataclass

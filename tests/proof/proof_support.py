@@ -22,7 +22,7 @@ from typing import Any
 from heap_forwarder.entry import api as api_entry
 from heap_forwarder.entry import sqs as sqs_entry
 from heap_forwarder.local.invoke import LocalContext
-from heap_forwarder.local.sandbox import LOCAL_WRITE_KEY, Sandbox, environment
+from heap_forwarder.local.sandbox import LOCAL_WRITE_KEY, Sandbox, environment, peek_queue, queue_counts
 from heap_forwarder.local.server import http_api_event
 from heap_forwarder.local.template import FunctionSpec
 
@@ -181,41 +181,14 @@ class Message:
 
 
 def read_messages(sqs: Any, url: str) -> list[Message]:
-    """Every visible message of a queue, left in place (received, then made visible again)."""
+    """Every visible message of a queue, left in place (a queue a test deleted holds nothing)."""
     seen: list[Message] = []
-    handles: list[str] = []
-    while True:
-        try:
-            batch = sqs.receive_message(
-                QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30, MessageAttributeNames=["All"]
-            ).get("Messages", [])
-        except sqs.exceptions.QueueDoesNotExist:
-            return []  # a queue a test deleted (the DLQ outage) holds nothing
-        if not batch:
-            break
-        for message in batch:
-            attributes = {
-                k: v.get("StringValue", "") for k, v in (message.get("MessageAttributes") or {}).items()
-            }
-            item = Message(message["Body"], attributes)
-            with suppress(ValueError, RecursionError):  # a hostile body is kept as it came
-                item.document, item.parsed = json.loads(message["Body"]), True
-            seen.append(item)
-            handles.append(message["ReceiptHandle"])
-    for handle in handles:
-        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
+    for message in peek_queue(sqs, url):
+        item = Message(message.body, message.attributes)
+        with suppress(ValueError, RecursionError):  # a hostile body is kept as it came
+            item.document, item.parsed = json.loads(message.body), True
+        seen.append(item)
     return seen
-
-
-def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
-    """(visible, in flight) messages of a queue."""
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]), int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )
 
 
 # ------------------------------------------------------------------------------------ the census

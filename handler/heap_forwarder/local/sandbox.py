@@ -159,24 +159,41 @@ class Sandbox:
         return spec
 
     def dead_letters(self, logical_id: str = "DeadLetterQueue") -> list[DeadLetterView]:
-        """Every message in the DLQ, left in place (received, then made visible again)."""
-        sqs = self.client("sqs")
-        url = self.queue_url(logical_id)
-        seen: list[DeadLetterView] = []
-        handles = []
-        while True:
-            response = sqs.receive_message(
+        """Every message in the DLQ (or another of the stack's queues), left in place."""
+        return peek_queue(self.client("sqs"), self.queue_url(logical_id))
+
+
+def peek_queue(sqs: Any, url: str) -> list[DeadLetterView]:
+    """Every visible message of a queue with its attributes, left in place (received, then made
+    visible again). A queue that does not exist holds nothing."""
+    seen: list[DeadLetterView] = []
+    handles: list[str] = []
+    while True:
+        try:
+            messages = sqs.receive_message(
                 QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30, MessageAttributeNames=["All"]
-            )
-            messages = response.get("Messages", [])
-            if not messages:
-                break
-            for message in messages:
-                attributes = {
-                    k: v.get("StringValue", "") for k, v in (message.get("MessageAttributes") or {}).items()
-                }
-                seen.append(DeadLetterView(message["Body"], attributes, message["MessageId"]))
-                handles.append(message["ReceiptHandle"])
-        for handle in handles:
-            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
-        return seen
+            ).get("Messages", [])
+        except sqs.exceptions.QueueDoesNotExist:
+            return []
+        if not messages:
+            break
+        for message in messages:
+            attributes = {
+                k: v.get("StringValue", "") for k, v in (message.get("MessageAttributes") or {}).items()
+            }
+            seen.append(DeadLetterView(message["Body"], attributes, message["MessageId"]))
+            handles.append(message["ReceiptHandle"])
+    for handle in handles:
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
+    return seen
+
+
+def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
+    """(visible, in flight) messages of a queue."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]), int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
