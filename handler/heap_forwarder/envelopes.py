@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -78,10 +77,6 @@ def http_body_bytes(event: Mapping[str, Any], max_bytes: int | None = None) -> b
 def sqs_bodies(document: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(messageId, body) of each SQS record."""
     return [(str(r.get("messageId", "")), str(r.get("body", ""))) for r in document["Records"]]
-
-
-def gunzip_if_needed(data: bytes) -> bytes:
-    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
 
 
 def decode_body(body: str | bytes, *, finite_numbers: bool = True) -> Any:

@@ -31,10 +31,6 @@ class Prepared:
     decided: list[Outcome | None] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
-    @property
-    def refused(self) -> bool:
-        return any(o is not None for o in self.decided)
-
 
 class Pipeline:
     def __init__(self, mapper: Mapper, deliverer: Deliverer) -> None:

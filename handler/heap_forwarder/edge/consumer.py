@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -244,8 +245,6 @@ class Consumer:
 
 
 def _event_text(event: Any) -> str:
-    import json
-
     try:
         return json.dumps(event, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):

@@ -114,11 +114,6 @@ def build_playbook(
     return compile_playbook(validate_document(document, source), source)
 
 
-def load_standalone(path: Path) -> Playbook:
-    """A playbook file checked on its own merits merged onto the default (``mapping check``)."""
-    return build_playbook(file=path)
-
-
 class PlaybookHolder:
     """Keeps the last good playbook: a refresh that loads a bad one reports it and changes nothing."""
 
