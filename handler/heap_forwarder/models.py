@@ -8,8 +8,9 @@ Unknown fields are kept (``extra="allow"``); untyped blobs (``properties``, ``tr
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -209,6 +210,102 @@ def validate_event(raw: object, index: int = 0) -> AnyEvent:
         return _EVENT_ADAPTER.validate_python(raw)
     except ValidationError as error:
         raise InvalidEvent(problems_from(error, index, raw)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# The hot path's shortcut: most events are plainly valid, and proving that on the decoded dict
+# costs a fraction of building a model. Anything unusual (a number where a string goes, a
+# timestamp in another shape, a bad type) is left to the models above, which decide and word
+# the error. tests/models/test_quick.py holds the shortcut to the models' verdict and values.
+
+# The one timestamp shape taken here: what Segment's and MetaRouter's libraries send.
+_ISO_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})\Z"
+)
+_IDS = ("messageId", "anonymousId", "userId")
+# pydantic reads a number above 2e10 as milliseconds (below, as seconds: left to the models).
+_MIN_EPOCH_MS = 20_000_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TIMES = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
+# type -> (text fields that must be non-empty, optional text fields, object fields defaulting to {})
+_SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]] = {
+    "track": (("event",), (), "properties"),
+    "page": ((), ("name", "category"), "properties"),
+    "screen": ((), ("name", "category"), "properties"),
+    "identify": ((), (), "traits"),
+    "group": (("groupId",), (), "traits"),
+    "alias": (("previousId",), (), None),
+}
+
+
+def quick_validate(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """The event as its model would hold it, as a plain dict, when it is plainly valid.
+
+    None means "not plainly valid": validate it with the models (``validate_event``), which
+    accept or refuse it and name the field. The dict is a shallow copy of ``raw`` with the
+    timestamps parsed to datetimes and absent ``properties``/``traits`` set to ``{}``: the
+    values a model's fields would have, readable by the same playbook rows.
+    """
+    kind = raw.get("type")
+    shape = _SHAPES.get(kind) if kind.__class__ is str else None
+    if shape is None:
+        return None
+    required, optional, blob = shape
+    event = dict(raw)
+    get = event.get
+    for name in _IDS:
+        value = get(name)
+        if value is not None and value.__class__ is not str:
+            return None  # a number: the model turns it into a string
+    for name in _TIMES:
+        value = get(name)
+        if value is not None:
+            if value.__class__ is int and _MIN_EPOCH_MS < value < _MAX_EPOCH_MS:
+                # Epoch milliseconds, as the models read a number this large (exact, no float).
+                event[name] = _EPOCH + timedelta(milliseconds=value)
+                continue
+            if value.__class__ is not str or _ISO_TIMESTAMP.match(value) is None:
+                return None
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                return None
+            if moment.year in (1, 9999):
+                return None  # may leave datetime's range in UTC: the model's check words it
+            event[name] = moment
+    for name in required:
+        value = get(name)
+        if value.__class__ is not str or not value:
+            return None
+    for name in optional:
+        value = get(name)
+        if value is not None and value.__class__ is not str:
+            return None
+    if blob is not None:
+        value = get(blob, _MISSING)
+        if value is _MISSING:
+            event[blob] = {}
+        elif value.__class__ is not dict:
+            return None
+    integrations = get("integrations")
+    if integrations is not None and integrations.__class__ is not dict:
+        return None
+    context = get("context")
+    if context is not None:
+        if context.__class__ is not dict:
+            return None
+        for name in ("userAgent", "ip"):
+            value = context.get(name)
+            if value is not None and value.__class__ is not str:
+                return None
+        for name in ("page", "traits"):
+            value = context.get(name)
+            if value is not None and value.__class__ is not dict:
+                return None
+    return event
+
+
+_MISSING: Any = object()
 
 
 class InvalidJson(ValueError):

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from heap_forwarder.heap.items import HeapItem
 from heap_forwarder.heap.rules import HeapRuleError, RuleSettings, apply_rules
 from heap_forwarder.mapping.engine import Mapper, MappingError
-from heap_forwarder.models import InvalidEvent, Problem, validate_event
+from heap_forwarder.models import InvalidEvent, Problem, quick_validate, validate_event
 from heap_forwarder.outcome import ErrorClass, Outcome, combine, rejected
 
 
@@ -43,7 +43,8 @@ class Pipeline:
         prepared = Prepared(decided=[None] * len(raws))
         for index, raw in enumerate(raws):
             try:
-                event = validate_event(raw, index)
+                # The models decide (and word the error) only for what is not plainly valid.
+                event = (quick_validate(raw) if raw.__class__ is dict else None) or validate_event(raw, index)
                 items = [apply_rules(i, self.rule_settings) for i in self.mapper.map(event, raw, index)]
             except InvalidEvent as error:
                 reason = "; ".join(f"{p.field or '(event)'}: {p.message}" for p in error.problems)

@@ -113,9 +113,16 @@ class Mapper:
             return specific or self._default or None
         return self._events.get(event_key(event_type))
 
-    def map(self, event: BaseModel, raw: Mapping[str, Any] | None = None, index: int = 0) -> list[HeapItem]:
-        event_type = getattr(event, "type", "")
-        event_name = getattr(event, "event", None) if event_type == "track" else None
+    def map(
+        self, event: BaseModel | dict[str, Any], raw: Mapping[str, Any] | None = None, index: int = 0
+    ) -> list[HeapItem]:
+        """``event``: a validated model, or the plain dict ``quick_validate`` vouched for."""
+        if event.__class__ is dict:
+            event_type = event.get("type", "")
+            event_name = event.get("event") if event_type == "track" else None
+        else:
+            event_type = getattr(event, "type", "")
+            event_name = getattr(event, "event", None) if event_type == "track" else None
         mappings = self._mapping_for(event_type, event_name)
         if mappings is None:
             what = f"track event {event_name!r}" if event_name else f"{event_type!r} events"

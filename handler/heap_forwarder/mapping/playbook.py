@@ -28,6 +28,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from heap_forwarder.heap.items import Endpoint
 from heap_forwarder.mapping.transforms import Transform, TransformError, build_transform
+from heap_forwarder.models import validate_event
 
 ENDPOINTS_BY_NAME = {
     "track": Endpoint.TRACK,
@@ -128,11 +129,12 @@ _SEPARATORS = re.compile(r"[\s_\-.:/]+")
 
 
 class EventView:
-    """One event as the rows see it: the validated model, plus the raw dict for hashes and JMESPath."""
+    """One event as the rows see it: the validated model (or the plain dict ``quick_validate``
+    made of it: same fields, same values), plus the raw dict for hashes and JMESPath."""
 
     __slots__ = ("_plain", "model", "raw")
 
-    def __init__(self, model: BaseModel, raw: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, model: BaseModel | dict[str, Any], raw: Mapping[str, Any] | None = None) -> None:
         self.model = model
         self.raw = raw
         self._plain: dict[str, Any] | None = None
@@ -140,7 +142,12 @@ class EventView:
     def plain(self) -> dict[str, Any]:
         """The normalised event as plain data (built lazily: only JMESPath rows need it)."""
         if self._plain is None:
-            self._plain = self.model.model_dump(mode="json", exclude_none=True)
+            model = self.model
+            if not isinstance(model, BaseModel):
+                # Only a plainly valid event is a dict here: the model accepts it, and dumps it
+                # the one way JMESPath rows see every event.
+                model = validate_event(self.raw if self.raw is not None else model)
+            self._plain = model.model_dump(mode="json", exclude_none=True)
         return self._plain
 
     def stable_hash(self) -> str:
