@@ -7,6 +7,7 @@ Unknown fields are kept (``extra="allow"``); untyped blobs (``properties``, ``tr
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -80,7 +81,9 @@ Timestamp = Annotated[
 ]
 Blob = dict[str, Any]
 
-_MODEL_CONFIG = ConfigDict(extra="allow", coerce_numbers_to_str=True, allow_inf_nan=False)
+# defer_build: a model's validator is built when first used, not at import. The SQS hot path
+# takes most events through quick_validate, so a warm consumer may never need them at all.
+_MODEL_CONFIG = ConfigDict(extra="allow", coerce_numbers_to_str=True, allow_inf_nan=False, defer_build=True)
 
 
 class Context(BaseModel):
@@ -151,13 +154,16 @@ InboundEvent = Annotated[
 AnyEvent = TrackEvent | PageEvent | ScreenEvent | IdentifyEvent | GroupEvent | AliasEvent
 EVENT_TYPES = ("track", "page", "screen", "identify", "group", "alias")
 
-_EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(InboundEvent)
+
+@functools.cache
+def _event_adapter() -> TypeAdapter[AnyEvent]:
+    return TypeAdapter(InboundEvent)
 
 
 class Batch(BaseModel):
     """The Segment/MetaRouter batch body ``{"batch": [...]}``."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     batch: list[InboundEvent]
 
@@ -207,7 +213,7 @@ def validate_event(raw: object, index: int = 0) -> AnyEvent:
     if not isinstance(raw, dict):
         raise InvalidEvent([Problem(index, "", f"an event must be a JSON object, not {type(raw).__name__}")])
     try:
-        return _EVENT_ADAPTER.validate_python(raw)
+        return _event_adapter().validate_python(raw)
     except ValidationError as error:
         raise InvalidEvent(problems_from(error, index, raw)) from None
 

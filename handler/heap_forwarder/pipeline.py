@@ -6,14 +6,15 @@ No AWS here: the SQS and HTTP entry points hand decoded events in and translate 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from heap_forwarder.heap.items import HeapItem
+from heap_forwarder.heap.items import Endpoint, HeapItem
 from heap_forwarder.heap.rules import HeapRuleError, RuleSettings, apply_rules
 from heap_forwarder.mapping.engine import Mapper, MappingError
 from heap_forwarder.models import InvalidEvent, Problem, quick_validate, validate_event
-from heap_forwarder.outcome import ErrorClass, Outcome, combine, rejected
+from heap_forwarder.outcome import ErrorClass, Outcome, combine, rejected, retryable
 
 
 class Deliverer(Protocol):
@@ -42,30 +43,35 @@ class Pipeline:
     def prepare(self, raws: Sequence[Any]) -> Prepared:
         prepared = Prepared(decided=[None] * len(raws))
         for index, raw in enumerate(raws):
-            try:
-                # The models decide (and word the error) only for what is not plainly valid.
-                event = (quick_validate(raw) if raw.__class__ is dict else None) or validate_event(raw, index)
-                items = [apply_rules(i, self.rule_settings) for i in self.mapper.map(event, raw, index)]
-            except InvalidEvent as error:
-                reason = "; ".join(f"{p.field or '(event)'}: {p.message}" for p in error.problems)
-                prepared.decided[index] = rejected(ErrorClass.INVALID_EVENT, reason)
-                prepared.problems.extend(error.problems)
-            except MappingError as error:
-                prepared.decided[index] = rejected(error.error_class, str(error))
-                prepared.problems.append(Problem(index, error.field, str(error)))
-            except HeapRuleError as error:
-                prepared.decided[index] = rejected(ErrorClass.HEAP_RULE, str(error))
-                prepared.problems.append(Problem(index, error.field, str(error)))
-            else:
-                if not items:
-                    # A mapping whose every request was skipped by `when`: nothing to send is
-                    # still an honest outcome, but say so rather than call it delivered silently.
-                    prepared.decided[index] = rejected(
-                        ErrorClass.UNSUPPORTED, "the playbook mapped it to no Heap request"
-                    )
-                    prepared.problems.append(Problem(index, "", "mapped to no Heap request"))
-                prepared.items.extend(items)
+            prepared.items.extend(self._prepare_one(index, raw, prepared))
         return prepared
+
+    def _prepare_one(self, index: int, raw: Any, prepared: Prepared) -> list[HeapItem]:
+        """The event's Heap items; or none, with its outcome decided in ``prepared``."""
+        try:
+            # The models decide (and word the error) only for what is not plainly valid.
+            event = (quick_validate(raw) if raw.__class__ is dict else None) or validate_event(raw, index)
+            items = [apply_rules(i, self.rule_settings) for i in self.mapper.map(event, raw, index)]
+        except InvalidEvent as error:
+            reason = "; ".join(f"{p.field or '(event)'}: {p.message}" for p in error.problems)
+            prepared.decided[index] = rejected(ErrorClass.INVALID_EVENT, reason)
+            prepared.problems.extend(error.problems)
+        except MappingError as error:
+            prepared.decided[index] = rejected(error.error_class, str(error))
+            prepared.problems.append(Problem(index, error.field, str(error)))
+        except HeapRuleError as error:
+            prepared.decided[index] = rejected(ErrorClass.HEAP_RULE, str(error))
+            prepared.problems.append(Problem(index, error.field, str(error)))
+        else:
+            if not items:
+                # A mapping whose every request was skipped by `when`: nothing to send is
+                # still an honest outcome, but say so rather than call it delivered silently.
+                prepared.decided[index] = rejected(
+                    ErrorClass.UNSUPPORTED, "the playbook mapped it to no Heap request"
+                )
+                prepared.problems.append(Problem(index, "", "mapped to no Heap request"))
+            return items
+        return []
 
     def deliver(self, prepared: Prepared, *, deadline: float | None = None) -> list[Outcome]:
         """One outcome per input event: decided ones as they are, the rest from Heap's answers."""
@@ -83,4 +89,89 @@ class Pipeline:
         ]
 
     def process(self, raws: Sequence[Any], *, deadline: float | None = None) -> list[Outcome]:
-        return self.deliver(self.prepare(raws), deadline=deadline)
+        """Prepare and deliver, overlapped: as soon as an endpoint has a full request's worth
+        of items, a background thread sends it while the next events are being prepared (the
+        wait on Heap then costs no preparing time). What is left goes in one last delivery.
+        """
+        prepared = Prepared(decided=[None] * len(raws))
+        stream = _Stream(self.deliverer, self.mapper.request_fields, deadline)
+        pending: dict[Endpoint, list[HeapItem]] = {}
+        try:
+            for index, raw in enumerate(raws):
+                for item in self._prepare_one(index, raw, prepared):
+                    waiting = pending.setdefault(item.endpoint, [])
+                    waiting.append(item)
+                    if len(waiting) >= BULK_STREAM_AT and item.endpoint.bulk_key is not None:
+                        stream.send(waiting)
+                        pending[item.endpoint] = []
+            stream.send([item for items in pending.values() for item in items], last=True)
+        except BaseException:
+            stream.close()  # what was handed over is still sent (its events keep their keys)
+            raise
+        per_event: list[list[Outcome]] = [[] for _ in prepared.decided]
+        for items, outcomes in stream.results():
+            for item, outcome in zip(items, outcomes, strict=True):
+                per_event[item.source].append(outcome)
+        return [
+            decided if decided is not None else combine(per_event[i])
+            for i, decided in enumerate(prepared.decided)
+        ]
+
+
+# A bulk request holds up to 1000 items (Heap's cap): stream at that. Identify calls (no bulk
+# form) wait for the last delivery, which sends them a few at a time: streamed one by one they
+# would each wait for the GIL while the preparing thread holds it.
+BULK_STREAM_AT = 1000
+# Requests in flight at once: as many as the client's pool keeps connections (heap.client).
+STREAM_CONCURRENCY = 4
+
+
+class _Stream:
+    """Deliveries handed to background threads (a few in flight) while the caller goes on.
+
+    The threads start with the first early delivery; a call with nothing sent early (the usual
+    small batch) delivers in the caller's thread. After a configuration fault (Heap refusing
+    the app ID, the URL...) the deliveries still queued are not sent: they would only fail alike.
+    """
+
+    def __init__(self, deliverer: Deliverer, request_fields: Mapping[str, Any], deadline: float | None):
+        self.deliverer = deliverer
+        self.fields = request_fields
+        self.deadline = deadline
+        self.executor: ThreadPoolExecutor | None = None
+        self.sent: list[tuple[list[HeapItem], Future[list[Outcome]] | list[Outcome]]] = []
+        self.fault: Outcome | None = None
+
+    def send(self, items: list[HeapItem], *, last: bool = False) -> None:
+        if not items:
+            return
+        if last and self.executor is None:
+            self.sent.append((items, self._deliver(items)))
+            return
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(
+                max_workers=STREAM_CONCURRENCY, thread_name_prefix="heap-delivery"
+            )
+        self.sent.append((items, self.executor.submit(self._deliver, items)))
+
+    def _deliver(self, items: list[HeapItem]) -> list[Outcome]:
+        if self.fault is not None:
+            return [self.fault] * len(items)
+        outcomes = self.deliverer.deliver(items, self.fields, deadline=self.deadline)
+        for outcome in outcomes:
+            if outcome.error_class is ErrorClass.CONFIG_FAULT:
+                self.fault = retryable(
+                    ErrorClass.CONFIG_FAULT, f"not sent after a configuration fault: {outcome.reason}"
+                )
+                break
+        return outcomes
+
+    def results(self) -> list[tuple[list[HeapItem], list[Outcome]]]:
+        try:
+            return [(items, done if isinstance(done, list) else done.result()) for items, done in self.sent]
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)

@@ -97,8 +97,10 @@ class RequestRecord:
 # keep-alive connections survive. urllib3 must not retry on its own: the client owns the policy
 # (and the deadline), and a silent urllib3 retry would be invisible to it.
 SINGLE_REQUEST_CONCURRENCY = 4  # requests of endpoints without a bulk form sent at once
+# block: a thread past the pool's size waits for a free connection rather than open one to
+# be thrown away (the pipeline streams bulk requests while identify calls may be in flight).
 _POOL = urllib3.PoolManager(
-    num_pools=4, maxsize=SINGLE_REQUEST_CONCURRENCY, cert_reqs="CERT_REQUIRED", retries=False
+    num_pools=4, maxsize=SINGLE_REQUEST_CONCURRENCY, block=True, cert_reqs="CERT_REQUIRED", retries=False
 )
 
 
