@@ -4,7 +4,13 @@ Prints the HTTP requests per 1,000 events (bulk: the target is 1; a peer sending
 per event needs 1,000, measured here too on a sample) and events/s, next to the stdlib JSON
 round trip (json.loads + json.dumps) of the same events measured in the same run.
 
-    python bench/bench_delivery.py [--events N] [--quick]
+Then the same events through the whole pipeline with Heap's network latency emulated (the
+emulator answers each request after ``--latency-ms``): ``Pipeline.process``, which sends each
+full bulk request while later events are still being prepared (4 in flight), against preparing
+everything first and then delivering (``prepare`` + ``deliver``), the way a pipeline without
+streaming works. Loopback answers in a millisecond; Heap, from a Lambda, in tens of them.
+
+    python bench/bench_delivery.py [--events N] [--latency-ms MS] [--quick]
 
 Exit status 1 when an event was not delivered (never on timings).
 """
@@ -29,6 +35,7 @@ from heap_forwarder.heap.rules import RuleSettings, apply_rules
 from heap_forwarder.mapping.engine import Mapper
 from heap_forwarder.mapping.loader import build_playbook
 from heap_forwarder.models import validate_event
+from heap_forwarder.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 RAW = ROOT / "events" / "raw"
@@ -89,9 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--peer-sample", type=int, default=1_000, help="events sent one request each")
+    parser.add_argument("--latency-ms", type=float, default=100.0, help="Heap's latency, emulated")
     parser.add_argument("--quick", action="store_true", help="CI mode: 1,000 events, checks delivery only")
     args = parser.parse_args(argv)
     count, peer_sample = (1_000, 100) if args.quick else (args.events, args.peer_sample)
+    streamed_count = 3_000 if args.quick else args.events
 
     events = build_events(count)
     texts = [json.dumps(e) for e in events]
@@ -108,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         baseline = min(_timed(lambda: [json.dumps(json.loads(t)) for t in texts]) for _ in range(3))
         bulk_seconds, bulk_requests, accepted = deliver(url, items, 1000)
         peer_seconds, peer_requests, peer_accepted = deliver(url, items[:peer_sample], 1)
+        overlap = streamed_vs_staged(url, build_events(streamed_count), args.latency_ms / 1000)
     except RuntimeError as error:
         print(f"FAILED: {error}", file=sys.stderr)
         return 1
@@ -133,7 +143,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{(len(items) / bulk_seconds) / (len(texts) / baseline):.2f}; "
         f"bulk is {(len(items) / bulk_seconds) / (peer_sample / peer_seconds):.0f}x the peers' rate"
     )
+    print(
+        f"whole pipeline, {streamed_count:,} events, Heap answering after {args.latency_ms:g} ms: "
+        f"streamed {overlap['streamed_s'] * 1000:,.0f} ms, prepare-then-deliver "
+        f"{overlap['staged_s'] * 1000:,.0f} ms: {overlap['staged_s'] / overlap['streamed_s']:.2f}x faster"
+    )
     return 0
+
+
+def streamed_vs_staged(url: str, events: list[dict[str, Any]], latency_s: float) -> dict[str, float]:
+    """Best of 2 each, alternating: Pipeline.process vs prepare() then deliver()."""
+    pipeline = Pipeline(
+        Mapper(build_playbook(), {"MY_APP_ID": APP_ID}), HeapClient(DeliverySettings(base_url=url))
+    )
+    runs: dict[str, list[float]] = {"streamed_s": [], "staged_s": []}
+    for _ in range(2):
+        for name, times in runs.items():
+            urllib3.request("POST", f"{url}/_emulator/reset")
+            urllib3.request("POST", f"{url}/_emulator/faults", json={"latency": latency_s})
+            start = time.perf_counter()
+            if name == "streamed_s":
+                outcomes = pipeline.process(events)
+            else:
+                outcomes = pipeline.deliver(pipeline.prepare(events))
+            times.append(time.perf_counter() - start)
+            if not all(o.delivered for o in outcomes):
+                raise RuntimeError(f"{sum(not o.delivered for o in outcomes)} event(s) not delivered")
+            if emulator_stats(url)["events_accepted"] != len(events):
+                raise RuntimeError("the emulator did not accept every event")
+    urllib3.request("POST", f"{url}/_emulator/faults", json={"latency": 0})
+    return {name: min(times) for name, times in runs.items()}
 
 
 def _timed(run: Any) -> float:
