@@ -59,12 +59,12 @@ QUICK = Mode(
 )
 
 STAGE_NOTES = {
-    "envelope": "read_records: SQS record fields, receive count, first-seen time (JSON decoding excluded)",
-    "parse/validate": "record body JSON decoding (from_json) + validate_event (pydantic models)",
+    "envelope": "read_records: SQS record fields and receive count (JSON decoding excluded)",
+    "parse/validate": "body JSON decoding (from_json) + quick_validate (the models for what it declines)",
     "map": "Mapper.map: playbook rows -> Heap item bodies",
     "Heap rules": "apply_rules: flattening, identity checks, timestamps, length limits",
     "serialise": "Heap client: each item encoded (pydantic_core.to_json) and packed into bulk bodies",
-    "HTTP": "HeapClient._post: request out, emulator's answer in (loopback, other process)",
+    "HTTP": "HeapClient._post: request out, answer in (summed over threads; loopback, other process)",
     "other": "the rest: outcome folding, settle, metrics, Powertools decorators, GC between stages",
 }
 
