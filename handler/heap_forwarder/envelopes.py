@@ -11,7 +11,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-from heap_forwarder.models import InvalidJson, decode_json
+from heap_forwarder.inbound import InvalidJson, decode_json
 
 # The Segment/MetaRouter tracking API implies the event type by the route.
 ROUTE_TYPES = {

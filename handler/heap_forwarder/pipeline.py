@@ -12,8 +12,8 @@ from typing import Any, Protocol
 
 from heap_forwarder.heap.items import Endpoint, HeapItem
 from heap_forwarder.heap.rules import HeapRuleError, RuleSettings, apply_rules
+from heap_forwarder.inbound import InvalidEvent, Problem, quick_validate, validate_event
 from heap_forwarder.mapping.engine import Mapper, MappingError
-from heap_forwarder.models import InvalidEvent, Problem, quick_validate, validate_event
 from heap_forwarder.outcome import ErrorClass, Outcome, combine, rejected, retryable
 
 

@@ -19,14 +19,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from heap_forwarder.edge.dlq import DeadLetter, DeadLetterWriter
 from heap_forwarder.edge.observability import count, logger
 from heap_forwarder.envelopes import BodyError, decode_body
-from heap_forwarder.models import InvalidEvent, events_of
+from heap_forwarder.inbound import InvalidEvent, events_of
 from heap_forwarder.outcome import ErrorClass, Fate, Outcome, rejected
 from heap_forwarder.pipeline import Pipeline
 
@@ -48,8 +48,7 @@ class _Record:
         return _first_seen(self.attributes)
 
 
-@dataclass(frozen=True)
-class BackoffPolicy:
+class BackoffPolicy(NamedTuple):
     base_seconds: float
     cap_seconds: float
 

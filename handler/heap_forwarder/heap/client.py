@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 import pydantic_core
 import urllib3
@@ -82,8 +82,7 @@ class DeliverySettings:
 DEFAULT_SETTINGS = DeliverySettings()
 
 
-@dataclass(frozen=True)
-class RequestRecord:
+class RequestRecord(NamedTuple):
     """One HTTP attempt, handed to the client's observer (for metrics)."""
 
     endpoint: Endpoint
@@ -128,8 +127,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedRequest:
+class PlannedRequest(NamedTuple):
     """A request as the client first sends it (before any retry or split), for previews."""
 
     endpoint: Endpoint
@@ -157,8 +155,7 @@ def plan_requests(
     ]
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
+class _Plan(NamedTuple):
     endpoint: Endpoint
     indices: list[int]
     prefix: bytes  # the body up to the bulk array's first item (empty for identify)
@@ -171,8 +168,7 @@ class _Kind(Enum):
     SETTLED = "settled"  # an outcome for every item of the request (give-up or config fault)
 
 
-@dataclass(frozen=True, slots=True)
-class _Result:
+class _Result(NamedTuple):
     kind: _Kind
     status: int | None = None
     text: str = ""
@@ -182,8 +178,7 @@ class _Result:
 _OK = _Result(_Kind.OK)
 
 
-@dataclass(frozen=True, slots=True)
-class _Response:
+class _Response(NamedTuple):
     status: int | None
     text: str = ""
     retry_after: str | None = None

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from heap_forwarder.heap.items import Endpoint, HeapItem
-from heap_forwarder.models import format_timestamp, normalise_timestamp
+from heap_forwarder.inbound import format_timestamp, normalise_timestamp
 
 MAX_STRING = 1023  # Heap: keys and values "fewer than 1024 characters"
 MAX_IDENTITY = 255
@@ -34,8 +33,7 @@ class HeapRuleError(ValueError):
         return str(self).partition(": ")[0]
 
 
-@dataclass(frozen=True, slots=True)
-class RuleSettings:
+class RuleSettings(NamedTuple):
     nested: Literal["flatten", "stringify", "drop"] = "flatten"
     arrays: Literal["join", "stringify"] = "join"
 

@@ -13,9 +13,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from heap_forwarder.heap.items import HeapItem
+from heap_forwarder.inbound import EVENT_TYPES
 from heap_forwarder.mapping.playbook import EventView, Playbook, RequestMapping, Row, bind_params, event_key
 from heap_forwarder.mapping.transforms import TransformError
-from heap_forwarder.models import EVENT_TYPES
 from heap_forwarder.outcome import ErrorClass
 
 # (reader, transforms, single output key or None, output key path, fill-only, the row)

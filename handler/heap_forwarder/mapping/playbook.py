@@ -27,8 +27,8 @@ import jmespath.exceptions
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from heap_forwarder.heap.items import Endpoint
+from heap_forwarder.inbound import validate_event
 from heap_forwarder.mapping.transforms import Transform, TransformError, build_transform
-from heap_forwarder.models import validate_event
 
 ENDPOINTS_BY_NAME = {
     "track": Endpoint.TRACK,

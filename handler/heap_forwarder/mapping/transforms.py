@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from heap_forwarder.models import normalise_timestamp
+from heap_forwarder.inbound import normalise_timestamp
 
 Transform = Callable[[Any], Any]
 
