@@ -52,7 +52,7 @@ class Mode:
 
 
 FULL = Mode(
-    "full", records=10_000, repeat=3, cold_runs=7, memory_records=5_000, pacing_events=60_000, time_scale=20
+    "full", records=10_000, repeat=3, cold_runs=15, memory_records=5_000, pacing_events=60_000, time_scale=20
 )
 QUICK = Mode(
     "quick", records=1_000, repeat=1, cold_runs=2, memory_records=300, pacing_events=6_000, time_scale=30
