@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import socket
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -246,3 +247,24 @@ def test_without_limiter_heap_rate_limits_and_retry_after_recovers(limited_heap,
     assert client.deliver(kit.tracks(6_000), kit.fields) == [DELIVERED] * 6_000
     assert limited_heap.stats()["rate_limited"] >= 1
     assert len(limited_heap.tracked_events()) == 6_000
+
+
+def test_waiting_for_a_pooled_connection_is_bounded(emulator, kit) -> None:
+    """A request finds every pooled connection busy: it waits at most connect_timeout_s, then
+    fails like a refused connection (retryable), rather than wait past the deadline."""
+    busy = urllib3.PoolManager(maxsize=1, block=True, retries=False)
+    held = busy.connection_from_url(emulator.url)._get_conn()  # the only connection, taken
+    try:
+        client = HeapClient(
+            DeliverySettings(base_url=emulator.url, connect_timeout_s=0.2, retry_budget_s=0.0), pool=busy
+        )
+        started = time.monotonic()
+        outcomes = client.deliver(kit.tracks(2), kit.fields)
+        waited = time.monotonic() - started
+    finally:
+        held.close()
+        busy.clear()
+    assert {o.fate for o in outcomes} == {Fate.RETRYABLE}
+    assert "connection" in outcomes[0].reason.lower() or "pool" in outcomes[0].reason.lower()
+    assert waited < 2.0  # bounded by the 0.2 s pool wait, not by the emulator or forever
+    assert kit.request_count(emulator) == 0

@@ -8,6 +8,7 @@ tracing). Never log the app ID, the write key or event traits/properties at INFO
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -46,16 +47,23 @@ def traced(handler: Handler) -> Handler:
     return cast(Handler, Tracer(service=SERVICE).capture_lambda_handler(handler))
 
 
+# Requests are made from several threads (streamed bulk requests, identify calls four at a
+# time); Powertools' metric set is a plain dict, read then written: one writer at a time.
+_metrics_lock = threading.Lock()
+
+
 def record_heap_request(record: RequestRecord) -> None:
     """Observer handed to the Heap client: one metric point per HTTP attempt."""
-    metrics.add_metric(name="HeapRequests", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(
-        name="HeapLatency", unit=MetricUnit.Milliseconds, value=round(record.seconds * 1000, 1)
-    )
-    if record.status is None or record.status >= 400:
-        metrics.add_metric(name="HeapRequestErrors", unit=MetricUnit.Count, value=1)
+    with _metrics_lock:
+        metrics.add_metric(name="HeapRequests", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(
+            name="HeapLatency", unit=MetricUnit.Milliseconds, value=round(record.seconds * 1000, 1)
+        )
+        if record.status is None or record.status >= 400:
+            metrics.add_metric(name="HeapRequestErrors", unit=MetricUnit.Count, value=1)
 
 
 def count(name: str, value: float) -> None:
     if value:
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        with _metrics_lock:
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)

@@ -96,10 +96,13 @@ class RequestRecord(NamedTuple):
 # keep-alive connections survive. urllib3 must not retry on its own: the client owns the policy
 # (and the deadline), and a silent urllib3 retry would be invisible to it.
 SINGLE_REQUEST_CONCURRENCY = 4  # requests of endpoints without a bulk form sent at once
-# block: a thread past the pool's size waits for a free connection rather than open one to
-# be thrown away (the pipeline streams bulk requests while identify calls may be in flight).
+# Connections kept per host: the pipeline's streamed bulk requests (up to 4 in flight, one of
+# them the last delivery, whose identify calls then go 4 at a time) never need more than 8.
+# block: a thread past that waits for a free connection (at most the connect timeout, see
+# _post) rather than open one only to throw it away.
+POOL_CONNECTIONS = 8
 _POOL = urllib3.PoolManager(
-    num_pools=4, maxsize=SINGLE_REQUEST_CONCURRENCY, block=True, cert_reqs="CERT_REQUIRED", retries=False
+    num_pools=4, maxsize=POOL_CONNECTIONS, block=True, cert_reqs="CERT_REQUIRED", retries=False
 )
 
 
@@ -239,6 +242,9 @@ class HeapClient:
                 body=body,
                 headers=_HEADERS,
                 timeout=self._timeout,
+                # Waiting for a pooled connection counts against the deadline too: bounded, and
+                # a full pool is then a transient error like a refused connection.
+                pool_timeout=self.settings.connect_timeout_s,
                 retries=False,
                 redirect=False,
             )

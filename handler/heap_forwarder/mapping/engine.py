@@ -148,6 +148,10 @@ class Mapper:
                 except TransformError as error:
                     name = ".".join(key)
                     raise MappingError(ErrorClass.INVALID_EVENT, f"{name}: {error}", name) from None
+                if value.__class__ is not str and isinstance(value, BaseModel):
+                    # A typed part of a model (context) read whole: plain data, as the same
+                    # event has when quick validation vouched for it.
+                    value = value.model_dump(exclude_none=True)
                 if value is None or (value.__class__ is str and not value.strip()):
                     if row.required and not _has(body, key):
                         name = ".".join(key)
