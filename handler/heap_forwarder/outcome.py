@@ -8,8 +8,8 @@ HTTP API) translate outcomes into their own world; nothing else decides an event
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Fate(StrEnum):
@@ -33,8 +33,7 @@ class ErrorClass(StrEnum):
     RETRIES_EXHAUSTED = "retries_exhausted"
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     fate: Fate
     error_class: ErrorClass = ErrorClass.NONE
     reason: str = ""

@@ -10,8 +10,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -30,8 +29,7 @@ ATTR_FIRST_SEEN = "FirstSeen"
 ATTR_ENTRY = "EntryPoint"
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
+class DeadLetter(NamedTuple):
     body: str
     error_class: ErrorClass
     reason: str

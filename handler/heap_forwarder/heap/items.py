@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Endpoint(StrEnum):
@@ -27,8 +26,7 @@ _BULK_KEYS: dict[Endpoint, str | None] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class HeapItem:
+class HeapItem(NamedTuple):
     """One item of a Heap request, without the request-level fields (``app_id``).
 
     ``body`` is what goes into the bulk array (or, for ``/api/v1/identify``, the whole

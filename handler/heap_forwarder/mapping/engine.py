@@ -7,7 +7,6 @@ Knows nothing of HTTP or AWS. Heap's value rules are applied afterwards, in one 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel
@@ -85,10 +84,10 @@ class Mapper:
             value = bind_params(row, values).evaluate(EventView(_NO_EVENT))
             if not _is_missing(value):
                 _assign(self.request_fields, row.key, value)
-        self._item_rows = tuple(replace(g, row=bind_params(g.row, values)) for g in playbook.item_rows)
+        self._item_rows = tuple(g._replace(row=bind_params(g.row, values)) for g in playbook.item_rows)
 
         def bind(mappings: tuple[RequestMapping, ...]) -> tuple[RequestMapping, ...]:
-            return tuple(replace(m, rows=tuple(bind_params(r, values) for r in m.rows)) for m in mappings)
+            return tuple(m._replace(rows=tuple(bind_params(r, values) for r in m.rows)) for m in mappings)
 
         self._events = {key: bind(m) for key, m in playbook.events.items()}
         self._default = bind(playbook.default)

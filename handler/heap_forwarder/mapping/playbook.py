@@ -20,7 +20,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import jmespath
 import jmespath.exceptions
@@ -239,8 +239,7 @@ def _with_hash_fallback(reader: Reader) -> Reader:
     return read
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
     key: tuple[str, ...]
     read: Reader
     transforms: tuple[Transform, ...]
@@ -255,14 +254,12 @@ class Row:
         return value
 
 
-@dataclass(frozen=True, slots=True)
-class GlobalRow:
+class GlobalRow(NamedTuple):
     row: Row
     endpoints: frozenset[Endpoint]
 
 
-@dataclass(frozen=True, slots=True)
-class RequestMapping:
+class RequestMapping(NamedTuple):
     endpoint: Endpoint
     when: Reader | None
     rows: tuple[Row, ...]
@@ -400,11 +397,13 @@ class _Compiler:
         return Row(tuple(spec.key.split(".")), reader, tuple(transforms), spec.required, label, source)
 
 
-@dataclass(frozen=True, slots=True)
 class _ParamReader:
     """Marks a row that reads a connection parameter; the mapper binds the value at start."""
 
-    name: str
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
     def __call__(self, view: EventView) -> Any:
         raise RuntimeError(f"param {self.name} read before the mapper bound it")
