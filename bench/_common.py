@@ -67,6 +67,10 @@ DUMMY_AWS = {
 }
 
 
+# What the template sets for every function and matters before the first event is read (a test
+# holds these to template.yaml's Globals).
+TEMPLATE_IMPORT_ENV = {"PYDANTIC_DISABLE_PLUGINS": "__all__"}
+
 # What Lambda's Python runtime sets and the code (or its libraries) looks at: the X-Ray SDK,
 # for one, imports far less inside Lambda (no sampling connector). Tracing off, as with
 # TracingMode PassThrough; cold_start.py measures tracing on as well.
@@ -76,6 +80,7 @@ LAMBDA_ENV = {
     "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
     "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
     "POWERTOOLS_TRACE_DISABLED": "true",
+    **TEMPLATE_IMPORT_ENV,
 }
 
 
