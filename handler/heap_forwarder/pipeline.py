@@ -80,13 +80,7 @@ class Pipeline:
             if prepared.items
             else []
         )
-        per_event: list[list[Outcome]] = [[] for _ in prepared.decided]
-        for item, outcome in zip(prepared.items, item_outcomes, strict=True):
-            per_event[item.source].append(outcome)
-        return [
-            decided if decided is not None else combine(per_event[i])
-            for i, decided in enumerate(prepared.decided)
-        ]
+        return _fold(prepared.decided, [(prepared.items, item_outcomes)])
 
     def process(self, raws: Sequence[Any], *, deadline: float | None = None) -> list[Outcome]:
         """Prepare and deliver, overlapped: as soon as an endpoint has a full request's worth
@@ -108,21 +102,26 @@ class Pipeline:
         except BaseException:
             stream.close()  # what was handed over is still sent (its events keep their keys)
             raise
-        per_event: list[list[Outcome]] = [[] for _ in prepared.decided]
-        for items, outcomes in stream.results():
-            for item, outcome in zip(items, outcomes, strict=True):
-                per_event[item.source].append(outcome)
-        return [
-            decided if decided is not None else combine(per_event[i])
-            for i, decided in enumerate(prepared.decided)
-        ]
+        return _fold(prepared.decided, stream.results())
+
+
+def _fold(
+    decided: Sequence[Outcome | None], deliveries: Sequence[tuple[Sequence[HeapItem], Sequence[Outcome]]]
+) -> list[Outcome]:
+    """One outcome per input event: decided ones as they are, the rest from their items' outcomes."""
+    per_event: list[list[Outcome]] = [[] for _ in decided]
+    for items, outcomes in deliveries:
+        for item, outcome in zip(items, outcomes, strict=True):
+            per_event[item.source].append(outcome)
+    return [outcome if outcome is not None else combine(per_event[i]) for i, outcome in enumerate(decided)]
 
 
 # A bulk request holds up to 1000 items (Heap's cap): stream at that. Identify calls (no bulk
 # form) wait for the last delivery, which sends them a few at a time: streamed one by one they
 # would each wait for the GIL while the preparing thread holds it.
 BULK_STREAM_AT = 1000
-# Requests in flight at once: as many as the client's pool keeps connections (heap.client).
+# Deliveries in flight at once. The client's pool keeps enough connections for these plus the
+# last delivery's identify calls (heap.client.POOL_CONNECTIONS), so none waits for one.
 STREAM_CONCURRENCY = 4
 
 
