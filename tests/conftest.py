@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-RAW_EVENTS = ROOT / "events" / "raw"
+from sample_events import raw
 
 
 @pytest.fixture
 def raw_event() -> Callable[[str], dict[str, Any]]:
     """Load ``events/raw/<name>.json`` afresh (each call returns a new dict, safe to modify)."""
 
-    def load(name: str) -> dict[str, Any]:
-        document: dict[str, Any] = json.loads((RAW_EVENTS / f"{name}.json").read_text("utf-8"))
-        return document
-
-    return load
+    return raw
 
 
 @pytest.fixture

@@ -18,24 +18,13 @@ from heap_forwarder.local.poller import EventSourceMapping
 from heap_forwarder.local.sandbox import DeadLetterView, Sandbox, environment
 from heap_forwarder.local.server import http_api_event
 from heap_forwarder.local.template import FunctionSpec
+from sample_events import raw
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
-RAW_EVENTS = ROOT / "events" / "raw"
 WRITE_KEY = "demo-write-key"
 # Fast: no in-process retry, so that an unavailable Heap is answered by parking at once.
 NO_RETRY = {"RETRY_BUDGET_SECONDS": "0"}
-
-
-def raw(name: str, **overrides: Any) -> dict[str, Any]:
-    """``events/raw/<name>.json`` afresh, with top-level overrides (None removes the key)."""
-    event: dict[str, Any] = json.loads((RAW_EVENTS / f"{name}.json").read_text("utf-8"))
-    for key, value in overrides.items():
-        if value is None:
-            event.pop(key, None)
-        else:
-            event[key] = value
-    return event
 
 
 def track(n: int, name: str = "Order Completed", **overrides: Any) -> dict[str, Any]:

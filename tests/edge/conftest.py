@@ -25,9 +25,9 @@ from heap_forwarder.mapping.engine import Mapper
 from heap_forwarder.mapping.loader import build_playbook
 from heap_forwarder.mapping.playbook import Playbook
 from heap_forwarder.pipeline import Pipeline
+from sample_events import raw
 
 ROOT = Path(__file__).resolve().parents[2]
-RAW_EVENTS = ROOT / "events" / "raw"
 APP_ID = "demo-app-id"
 SECRET_APP_ID = "app-SECRET-123"
 REGION = "us-east-1"
@@ -38,17 +38,6 @@ TEST_REDRIVE_MAX_RECEIVE_COUNT = 4
 
 
 # ---------------------------------------------------------------------------------- events
-def raw(name: str, **overrides: Any) -> dict[str, Any]:
-    """``events/raw/<name>.json`` afresh, with top-level overrides (None removes the key)."""
-    event: dict[str, Any] = json.loads((RAW_EVENTS / f"{name}.json").read_text("utf-8"))
-    for key, value in overrides.items():
-        if value is None:
-            event.pop(key, None)
-        else:
-            event[key] = value
-    return event
-
-
 def track(n: int, name: str = "Order Completed", **overrides: Any) -> dict[str, Any]:
     """A valid track event with its own messageId (Heap's idempotency key) ``msg-<n>``."""
     return raw("order_completed", event=name, messageId=f"msg-{n}", **overrides)

@@ -24,8 +24,9 @@ from heap_forwarder.mapping.loader import build_playbook
 from heap_forwarder.mapping.playbook import EventView
 from heap_forwarder.models import InvalidEvent, format_timestamp, quick_validate, validate_event
 from heap_forwarder.pipeline import Pipeline
+from sample_events import RAW_EVENTS, raw
 
-RAW_EVENTS = sorted((Path(__file__).parents[2] / "events" / "raw").glob("*.json"))
+RAW_FILES = sorted(RAW_EVENTS.glob("*.json"))
 MAPPER = Mapper(build_playbook(), {"MY_APP_ID": "demo-app-id"})
 RULES = Pipeline(MAPPER, deliverer=None).rule_settings  # type: ignore[arg-type]
 TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
@@ -33,8 +34,7 @@ EXAMPLES = 5000 if os.environ.get("HYPOTHESIS_PROFILE") == "long" else 400
 
 
 def _sample(name: str) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads((Path(__file__).parents[2] / "events" / "raw" / name).read_text())
-    return document
+    return raw(name.removesuffix(".json"))
 
 
 def _mapped(event: Any, raw: dict[str, Any]) -> Any:
@@ -65,7 +65,7 @@ def assert_same_as_models(raw: dict[str, Any]) -> bool:
     return True
 
 
-@pytest.mark.parametrize("path", RAW_EVENTS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", RAW_FILES, ids=lambda p: p.stem)
 def test_every_realistic_sample_takes_the_shortcut(path: Path) -> None:
     assert assert_same_as_models(json.loads(path.read_text()))
 
@@ -168,7 +168,7 @@ FIELD_VALUES = st.one_of(VALUES, TIMES)
 @st.composite
 def events(draw: st.DrawFn) -> dict[str, Any]:
     """A realistic sample with some of its fields replaced or removed, or odd ones added."""
-    name = draw(st.sampled_from([p.name for p in RAW_EVENTS]))
+    name = draw(st.sampled_from([p.name for p in RAW_FILES]))
     event = _sample(name)
     fields = [
         "type", "event", "messageId", "anonymousId", "userId", "properties", "traits", "context",

@@ -28,7 +28,6 @@ from heap_forwarder.local.template import FunctionSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
-RAW_EVENTS = ROOT / "events" / "raw"
 WRITE_KEY = LOCAL_WRITE_KEY
 APP_ID_PARAMETER = "/heap-forwarder/app-id"
 TRACK_TYPES = frozenset({"track", "page", "screen"})
@@ -48,17 +47,6 @@ API_BUDGET = {"RETRY_BUDGET_SECONDS": "1"}
 
 
 # ------------------------------------------------------------------------------------ events
-def raw(name: str, **overrides: Any) -> dict[str, Any]:
-    """``events/raw/<name>.json`` afresh, with top-level overrides (None removes the key)."""
-    event: dict[str, Any] = json.loads((RAW_EVENTS / f"{name}.json").read_text("utf-8"))
-    for key, value in overrides.items():
-        if value is None:
-            event.pop(key, None)
-        else:
-            event[key] = value
-    return event
-
-
 def events_in(document: Any) -> list[Any]:
     """The events a record body / parked message / dead letter carries."""
     if isinstance(document, dict) and isinstance(document.get("batch"), list) and "type" not in document:

@@ -27,11 +27,11 @@ import pytest
 from proof_support import (
     Stage,
     assert_conserved,
-    raw,
     take_census,
 )
 
 from heap_forwarder.local.poller import EventSourceMapping, as_lambda_record
+from sample_events import raw
 
 PROBE = "Cell Probe"  # the event name Heap refuses in the "400 for one event" cells
 OUTAGE = 10**6  # "every request from now on"

@@ -25,11 +25,11 @@ from proof_support import (
     Stage,
     api_event,
     assert_conserved,
-    raw,
     take_census,
 )
 
 from heap_forwarder.local.poller import EventSourceMapping
+from sample_events import raw
 
 SQS_CASES = [c for c in CORPUS if c.sqs != "n/a"]
 API_CASES = CORPUS
