@@ -96,6 +96,30 @@ def track(**fields: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # One row per seed event (plus screen, group and a custom track event)
 
+# The sample identify event's traits as Heap user properties (seed row "identify").
+IDENTIFY_USER_PROPERTIES = (
+    "/api/add_user_properties",
+    {
+        "identity": ANON,
+        "properties": {
+            "email": "jane.doe@example.com",
+            "name": "Jane Doe",
+            "firstName": "Jane",
+            "lastName": "Doe",
+            "plan": "premium",
+            "phone": "+1-555-010-4477",
+            "logins": 7,
+            "newsletter": "true",
+            "address.street": "123 Example Street, Apt 4B",
+            "address.city": "Springfield",
+            "address.state": "IL",
+            "address.postalCode": "62701",
+            "address.country": "US",
+            "createdAt": "2023-11-02T09:15:27.000Z",
+        },
+    },
+)
+
 SEED_ROWS = [
     pytest.param(
         "cart_viewed",
@@ -466,28 +490,7 @@ SEED_ROWS = [
     pytest.param(
         "identify",
         [
-            (
-                "/api/add_user_properties",
-                {
-                    "identity": ANON,
-                    "properties": {
-                        "email": "jane.doe@example.com",
-                        "name": "Jane Doe",
-                        "firstName": "Jane",
-                        "lastName": "Doe",
-                        "plan": "premium",
-                        "phone": "+1-555-010-4477",
-                        "logins": 7,
-                        "newsletter": "true",
-                        "address.street": "123 Example Street, Apt 4B",
-                        "address.city": "Springfield",
-                        "address.state": "IL",
-                        "address.postalCode": "62701",
-                        "address.country": "US",
-                        "createdAt": "2023-11-02T09:15:27.000Z",
-                    },
-                },
-            ),
+            IDENTIFY_USER_PROPERTIES,
             (
                 "/api/v1/identify",
                 {"user_id": "8267308474930012", "identity": ANON, "timestamp": "2024-06-10T14:05:40.129Z"},
@@ -837,30 +840,7 @@ def test_identify_without_heap_user_id_only_adds_user_properties(
 ) -> None:
     event = raw_event("identify")
     del event["context"]["heap"]
-    assert bodies(prepare_one(pipeline, event)) == [
-        (
-            "/api/add_user_properties",
-            {
-                "identity": ANON,
-                "properties": {
-                    "email": "jane.doe@example.com",
-                    "name": "Jane Doe",
-                    "firstName": "Jane",
-                    "lastName": "Doe",
-                    "plan": "premium",
-                    "phone": "+1-555-010-4477",
-                    "logins": 7,
-                    "newsletter": "true",
-                    "address.street": "123 Example Street, Apt 4B",
-                    "address.city": "Springfield",
-                    "address.state": "IL",
-                    "address.postalCode": "62701",
-                    "address.country": "US",
-                    "createdAt": "2023-11-02T09:15:27.000Z",
-                },
-            },
-        )
-    ]
+    assert bodies(prepare_one(pipeline, event)) == [IDENTIFY_USER_PROPERTIES]
 
 
 def test_identify_with_numeric_heap_user_id_links_it_as_a_string(pipeline: Pipeline) -> None:
