@@ -375,6 +375,13 @@ def _parse_json(data: bytes) -> Any:
 # --- the emulator ------------------------------------------------------------------------------
 
 
+def listening_url(address: Any) -> str:
+    """``http://host:port`` of a listening socket's address (IPv6 hosts in brackets)."""
+    host, port = address[:2]
+    assert isinstance(host, str)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 class HeapEmulator:
     """Heap's server-side API on 127.0.0.1, with a store to inspect and faults to inject.
 
@@ -466,9 +473,7 @@ class HeapEmulator:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("the emulator is not started")
-        host, port = self._server.server_address[:2]
-        assert isinstance(host, str)
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        return listening_url(self._server.server_address)
 
     # --- what was accepted
 

@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from heap_forwarder.envelopes import ROUTE_TYPES
+from heap_forwarder.heap.emulator import listening_url
 from heap_forwarder.local.invoke import LocalContext, load_handler
 from heap_forwarder.local.sandbox import environment
 from heap_forwarder.local.template import FunctionSpec
@@ -301,9 +302,7 @@ class LocalApiServer:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("the server is not started")
-        host, port = self._server.server_address[:2]
-        assert isinstance(host, str)
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        return listening_url(self._server.server_address)
 
     def invoke(self, event: dict[str, Any]) -> Any:
         """Hand one event to the warm handler, as Lambda does."""
