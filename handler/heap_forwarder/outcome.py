@@ -25,6 +25,7 @@ class ErrorClass(StrEnum):
     INVALID_JSON = "invalid_json"
     INVALID_EVENT = "invalid_event"
     UNSUPPORTED = "unsupported"
+    TOO_LARGE = "too_large"  # more events in one SQS record or API request than the cap allows
     HEAP_RULE = "heap_rule"  # the mapped event breaks one of Heap's documented rules
     HEAP_REJECTED = "heap_rejected"  # Heap answered 400/413 for this very event
     TRANSIENT = "transient"  # 408/429/5xx, timeouts, connection errors
@@ -34,24 +35,34 @@ class ErrorClass(StrEnum):
 
 
 class Outcome(NamedTuple):
+    """``reason`` is safe to log: our own words, and of Heap's answer only its status and field path.
+    ``detail`` (when set) adds Heap's own text, which may echo event data: it goes only where the
+    event itself goes (the dead letter, the sender's answer), never into a log line."""
+
     fate: Fate
     error_class: ErrorClass = ErrorClass.NONE
     reason: str = ""
+    detail: str = ""
 
     @property
     def delivered(self) -> bool:
         return self.fate is Fate.DELIVERED
 
+    @property
+    def full_reason(self) -> str:
+        """What a dead letter or the sender's answer carries: the detail when there is one."""
+        return self.detail or self.reason
+
 
 DELIVERED = Outcome(Fate.DELIVERED)
 
 
-def retryable(error_class: ErrorClass, reason: str) -> Outcome:
-    return Outcome(Fate.RETRYABLE, error_class, reason)
+def retryable(error_class: ErrorClass, reason: str, detail: str = "") -> Outcome:
+    return Outcome(Fate.RETRYABLE, error_class, reason, detail)
 
 
-def rejected(error_class: ErrorClass, reason: str) -> Outcome:
-    return Outcome(Fate.REJECTED, error_class, reason)
+def rejected(error_class: ErrorClass, reason: str, detail: str = "") -> Outcome:
+    return Outcome(Fate.REJECTED, error_class, reason, detail)
 
 
 # When one event became several Heap items, its fate is the worst of theirs: a retryable
