@@ -91,10 +91,10 @@ class _StageProbe:
         by_endpoint = self.http_by_endpoint
         self.seconds.setdefault("http", 0.0)
 
-        def timed_post(heap: Any, endpoint: Any, body: bytes, n_items: int) -> Any:
+        def timed_post(heap: Any, endpoint: Any, body: bytes, n_items: int, *args: Any, **kw: Any) -> Any:
             start = time.perf_counter()
             try:
-                return post(heap, endpoint, body, n_items)
+                return post(heap, endpoint, body, n_items, *args, **kw)
             finally:
                 spent = time.perf_counter() - start
                 with self.lock:

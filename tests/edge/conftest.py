@@ -17,7 +17,7 @@ import urllib3
 from heap_forwarder.edge.consumer import BackoffPolicy, Consumer
 from heap_forwarder.edge.dlq import DeadLetterWriter
 from heap_forwarder.edge.observability import logger, metrics
-from heap_forwarder.heap.client import DeliverySettings, HeapClient
+from heap_forwarder.heap.client import DeliverySettings, HeapClient, new_pool
 from heap_forwarder.heap.emulator import HeapEmulator
 from heap_forwarder.local.poller import as_lambda_record
 from heap_forwarder.local.sandbox import peek_queue, queue_counts
@@ -183,7 +183,7 @@ def emulator(edge_heap: HeapEmulator) -> Iterator[HeapEmulator]:
 
 @pytest.fixture
 def pool() -> Iterator[urllib3.PoolManager]:
-    manager = urllib3.PoolManager(retries=False)
+    manager = new_pool()
     yield manager
     manager.clear()
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import urllib3
 
-from heap_forwarder.heap.client import DeliverySettings, HeapClient, RequestRecord
+from heap_forwarder.heap.client import DeliverySettings, HeapClient, RequestRecord, new_pool
 from heap_forwarder.heap.emulator import HeapEmulator
 from heap_forwarder.heap.items import Endpoint, HeapItem
 from heap_forwarder.heap.limiter import RateLimiter
@@ -126,7 +126,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 def pool() -> Iterator[urllib3.PoolManager]:
     # A pool per test: a connection dropped by one test must not surface in the next.
-    manager = urllib3.PoolManager(retries=False)
+    manager = new_pool()  # watched: requests are cut off at their time limit, as in production
     yield manager
     manager.clear()
 
@@ -145,7 +145,12 @@ def make_client(
 ) -> ClientFactory:
     """A client aimed at the emulator, on fake time (HTTP stays real); settings overridable."""
 
-    def make(*, limiter: RateLimiter | None = None, **overrides: Any) -> HeapClient:
+    def make(
+        *,
+        limiter: RateLimiter | None = None,
+        observer: Callable[[RequestRecord], None] | None = None,
+        **overrides: Any,
+    ) -> HeapClient:
         options: dict[str, Any] = {"base_url": emulator.url, "read_timeout_s": 2.0, **overrides}
         return HeapClient(
             DeliverySettings(**options),
@@ -154,7 +159,7 @@ def make_client(
             sleep=clock.sleep,
             clock=clock,
             rng=random.Random(7),
-            observer=records.append,
+            observer=observer or records.append,
         )
 
     return make

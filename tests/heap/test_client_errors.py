@@ -16,6 +16,11 @@ def _bisection_bound(n: int, offenders: int = 1) -> int:
     return 1 + 2 * offenders * math.ceil(math.log2(n))
 
 
+def _hinted_bound(offenders: int) -> int:
+    # Heap names the first bad item: it is sent alone and the rest in two halves, per offender.
+    return 1 + 3 * offenders
+
+
 @pytest.mark.parametrize("bad", [0, 1, 499, 500, 777, 999])
 def test_one_bad_event_in_1000_is_isolated(bad: int, emulator, make_client, kit) -> None:
     emulator.reject_event_names(["Bad Event"])
@@ -24,11 +29,12 @@ def test_one_bad_event_in_1000_is_isolated(bad: int, emulator, make_client, kit)
     outcomes = make_client().deliver(items, kit.fields)
     assert outcomes[bad].fate is Fate.REJECTED
     assert outcomes[bad].error_class is ErrorClass.HEAP_REJECTED
-    assert "Bad Event" in outcomes[bad].reason
-    assert outcomes[bad].reason.startswith("HTTP 400 from Heap: ")
+    assert "Bad Event" in outcomes[bad].full_reason  # the dead letter quotes Heap
+    assert outcomes[bad].full_reason.startswith("HTTP 400 from Heap: postBody.events[0].event: ")
+    assert outcomes[bad].reason == "HTTP 400 from Heap at postBody.events[0].event"  # logs don't
     assert [o for i, o in enumerate(outcomes) if i != bad] == [DELIVERED] * 999
     assert len(emulator.tracked_events()) == 999
-    assert kit.request_count(emulator) <= _bisection_bound(1000)
+    assert kit.request_count(emulator) <= _hinted_bound(1)
 
 
 def test_several_bad_events_are_each_isolated(emulator, make_client, kit) -> None:
@@ -39,7 +45,7 @@ def test_several_bad_events_are_each_isolated(emulator, make_client, kit) -> Non
     assert {i for i, o in enumerate(outcomes) if o.fate is Fate.REJECTED} == bad
     assert sum(o.delivered for o in outcomes) == 995
     assert len(emulator.tracked_events()) == 995
-    assert kit.request_count(emulator) <= _bisection_bound(1000, len(bad))
+    assert kit.request_count(emulator) <= _hinted_bound(len(bad))
 
 
 def test_bad_user_property_is_isolated(emulator, make_client, kit) -> None:
@@ -49,7 +55,7 @@ def test_bad_user_property_is_isolated(emulator, make_client, kit) -> None:
     items[5] = HeapItem(Endpoint.ADD_USER_PROPERTIES, {"identity": "user-5", "properties": {"ID": 1}}, 5)
     outcomes = make_client().deliver(items, kit.fields)
     assert [o.fate for o in outcomes] == [Fate.DELIVERED] * 5 + [Fate.REJECTED] + [Fate.DELIVERED] * 2
-    assert "reserved" in outcomes[5].reason
+    assert "reserved" in outcomes[5].full_reason
 
 
 def test_bad_identify_is_rejected_alone(emulator, make_client, kit) -> None:
@@ -95,41 +101,54 @@ def test_invalid_app_id_is_a_config_fault_without_bisection(emulator, make_clien
     assert {o.fate for o in outcomes} == {Fate.RETRYABLE}
     assert {o.error_class for o in outcomes} == {ErrorClass.CONFIG_FAULT}
     assert "app ID" in outcomes[0].reason
-    assert "Invalid app_id" in outcomes[0].reason
+    assert "Invalid app_id" in outcomes[0].full_reason
     assert kit.request_count(emulator) == 1  # the rest of the call is not sent either
     assert emulator.tracked_events() == []
 
 
 def test_app_id_value_is_redacted_from_causes(emulator, make_client, kit) -> None:
-    emulator.fail_next(1, 400, body="app_id sekrit-app-123 is unknown")
+    emulator.fail_next(1, 400, body="postBody.app_id: sekrit-app-123 is unknown")
     outcome = make_client().deliver(kit.tracks(1), {"app_id": "sekrit-app-123"})[0]
     assert outcome.error_class is ErrorClass.CONFIG_FAULT
-    assert "sekrit-app-123" not in outcome.reason
-    assert "<app_id>" in outcome.reason
+    assert "sekrit-app-123" not in outcome.reason + outcome.detail
+    assert "<app_id>" in outcome.detail
 
 
-def test_a_400_refusing_every_event_alike_is_a_config_fault(emulator, make_client, kit) -> None:
+def test_app_id_echoed_in_a_refusal_is_redacted(emulator, make_client, kit) -> None:
+    emulator.fail_next(1, 400, body="postBody.events[0].event: sekrit-app-123 does not take this")
+    outcome = make_client().deliver(kit.tracks(1), {"app_id": "sekrit-app-123"})[0]
+    assert outcome.error_class is ErrorClass.HEAP_REJECTED
+    assert outcome.detail == "HTTP 400 from Heap: postBody.events[0].event: <app_id> does not take this"
+
+
+def test_a_400_without_a_field_path_is_bisected_and_each_event_refused_alone(
+    emulator, make_client, kit
+) -> None:
+    """Heap refusing everything with a text that names no field: no guessing at a configuration
+    fault from its words. Each event is rejected only once it was refused when sent alone."""
     emulator.fail_next(10_000, 400, body="Events are not accepted for this environment")
-    outcomes = make_client().deliver(kit.tracks(1000), kit.fields)
-    assert {o.error_class for o in outcomes} == {ErrorClass.CONFIG_FAULT}
-    assert {o.fate for o in outcomes} == {Fate.RETRYABLE}
-    assert outcomes[0].reason.startswith("Heap refused every event alike: Events are not accepted")
-    assert kit.request_count(emulator) == 5  # the request, its two halves, its first and last item
+    outcomes = make_client().deliver(kit.tracks(8), kit.fields)
+    assert {(o.fate, o.error_class) for o in outcomes} == {(Fate.REJECTED, ErrorClass.HEAP_REJECTED)}
+    assert outcomes[0].full_reason == "HTTP 400 from Heap: Events are not accepted for this environment"
+    assert kit.request_count(emulator) == 15  # the whole halving tree: 1 + 2 + 4 + 8
 
 
-def test_every_event_refused_by_heaps_rules_alike_costs_a_few_requests(emulator, make_client, kit) -> None:
-    emulator.reject_event_names(["Nope"])
-    items = [*kit.tracks(2500, name="Nope"), kit.user(0)]
-    outcomes = make_client().deliver(items, kit.fields)
-    assert {o.error_class for o in outcomes} == {ErrorClass.CONFIG_FAULT}
-    assert kit.request_count(emulator) == 5  # and the later requests are not sent
-
-
-def test_every_event_alike_with_three_items(emulator, make_client, kit) -> None:
-    emulator.fail_next(10, 400, body="no")
-    outcomes = make_client().deliver(kit.tracks(3), kit.fields)
-    assert {o.error_class for o in outcomes} == {ErrorClass.CONFIG_FAULT}
-    assert kit.request_count(emulator) == 4  # the first item is the left half already
+def test_isolation_stops_at_its_request_budget_and_leaves_the_rest_retryable(
+    emulator, make_client, kit
+) -> None:
+    emulator.fail_next(10_000, 400, body="no")
+    records: list = []
+    client = make_client(max_isolation_requests=20, observer=records.append)
+    outcomes = client.deliver(kit.tracks(1000), kit.fields)
+    rejected = [i for i, o in enumerate(outcomes) if o.fate is Fate.REJECTED]
+    unfinished = [o for o in outcomes if o.fate is Fate.RETRYABLE]
+    assert len(rejected) + len(unfinished) == 1000
+    assert {o.error_class for o in unfinished} == {ErrorClass.DEADLINE}
+    assert {o.reason for o in unfinished} == {"isolation unfinished: isolation request budget (20) used up"}
+    assert kit.request_count(emulator) == 21
+    # Nothing is rejected that Heap did not refuse alone.
+    assert len(rejected) == sum(1 for r in records if r.items == 1 and r.status == 400)
+    assert sum(r.isolating for r in records) == 20
 
 
 def test_two_items_refused_alike_are_two_rejections(emulator, make_client, kit) -> None:
@@ -185,17 +204,13 @@ def test_unexpected_redirect_is_transient_and_not_retried_in_place(emulator, mak
     assert clock.sleeps == []
 
 
-def test_config_fault_mid_bisection_stops_the_rest(emulator, make_client, kit) -> None:
-    emulator.reject_event_names(["Bad Event"])
+def test_config_fault_mid_isolation_stops_the_rest(emulator, make_client, kit) -> None:
     items = kit.tracks(16)
-    items[9] = kit.track(9, "Bad Event")
     emulator.fail_next(1, 400, body="postBody.events[9].event: bad")  # the first answer
-    emulator.fail_next(1, 200)  # left half (an injected 200: accepted, not stored)
-    emulator.fail_next(1, 401)  # right half: Heap's app went away
+    emulator.fail_next(1, 401)  # item 9 alone: Heap's app went away
     outcomes = make_client().deliver([*items, kit.user(0)], kit.fields)
-    assert outcomes[:8] == [DELIVERED] * 8
-    assert {o.error_class for o in outcomes[8:]} == {ErrorClass.CONFIG_FAULT}
-    assert kit.request_count(emulator) == 3
+    assert {o.error_class for o in outcomes} == {ErrorClass.CONFIG_FAULT}
+    assert kit.request_count(emulator) == 2
 
 
 def test_unusable_base_url_is_a_config_fault(kit, clock) -> None:

@@ -55,7 +55,8 @@ def test_retry_after_beyond_the_budget_stops_at_once(emulator, make_client, kit,
     outcomes = make_client(retry_budget_s=10).deliver(kit.tracks(3), kit.fields)
     assert {o.fate for o in outcomes} == {Fate.RETRYABLE}
     assert {o.error_class for o in outcomes} == {ErrorClass.TRANSIENT}
-    assert outcomes[0].reason == "HTTP 429 from Heap: slow down"
+    assert outcomes[0].reason == "HTTP 429 from Heap"  # logs get the status, never Heap's text
+    assert outcomes[0].full_reason == "HTTP 429 from Heap: slow down"
     assert clock.sleeps == []
     assert kit.request_count(emulator) == 1
 
@@ -75,7 +76,8 @@ def test_retry_budget_is_respected(emulator, make_client, kit, clock) -> None:
     start = clock.now
     outcomes = make_client(retry_budget_s=3.0, backoff_cap_s=0.5).deliver(kit.tracks(4), kit.fields)
     assert all(o.fate is Fate.RETRYABLE and o.error_class is ErrorClass.TRANSIENT for o in outcomes)
-    assert outcomes[0].reason == "HTTP 503 from Heap: down for maintenance"
+    assert outcomes[0].reason == "HTTP 503 from Heap"
+    assert outcomes[0].full_reason == "HTTP 503 from Heap: down for maintenance"
     assert clock.now - start <= 3.0
     assert len(clock.sleeps) >= 3  # it did retry before giving up
     assert kit.requests_to(emulator) == {"503": len(clock.sleeps) + 1}
@@ -84,7 +86,8 @@ def test_retry_budget_is_respected(emulator, make_client, kit, clock) -> None:
 def test_cause_quotes_at_most_200_characters(emulator, make_client, kit) -> None:
     emulator.fail_next(1000, 500, body="E" * 1000)
     outcome = make_client(retry_budget_s=0).deliver(kit.tracks(1), kit.fields)[0]
-    assert outcome.reason == "HTTP 500 from Heap: " + "E" * 200
+    assert outcome.reason == "HTTP 500 from Heap"
+    assert outcome.full_reason == "HTTP 500 from Heap: " + "E" * 200
 
 
 def test_deadline_stops_retries_and_no_request_starts_after_it(emulator, make_client, kit, clock, records):

@@ -210,7 +210,9 @@ class Consumer:
         return self._retry(retry, {r.message_id: cause for r in retry})
 
     def _letter(self, record: _Record, body: str, outcome: Outcome) -> DeadLetter:
-        return DeadLetter(body, outcome.error_class, outcome.reason, record.message_id, record.first_seen)
+        return DeadLetter(
+            body, outcome.error_class, outcome.full_reason, record.message_id, record.first_seen
+        )
 
     def _retry(self, records: Sequence[_Record], causes: Mapping[str, str]) -> dict[str, Any]:
         """List the records as failures and push their next delivery out (growing backoff)."""

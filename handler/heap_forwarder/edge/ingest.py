@@ -598,7 +598,7 @@ class Ingest:
             DeadLetter(
                 compact_json(events[i]),
                 o.error_class,
-                o.reason,
+                o.full_reason,
                 request.request_id,
                 request.received_at,
                 "api",
@@ -651,7 +651,7 @@ class Ingest:
                     index=i,
                     messageId=_message_id(events[i]),
                     error=str(o.error_class),
-                    reason=o.reason[:MAX_REASON_CHARS],
+                    reason=o.full_reason[:MAX_REASON_CHARS],
                 )
                 for i, o in rejected[:MAX_REJECTED_LISTED]
             ],

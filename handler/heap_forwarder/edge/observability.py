@@ -61,6 +61,9 @@ def record_heap_request(record: RequestRecord) -> None:
         )
         if record.status is None or record.status >= 400:
             metrics.add_metric(name="HeapRequestErrors", unit=MetricUnit.Count, value=1)
+        if record.isolating:  # what finding refused events costs: requests, and items sent again
+            metrics.add_metric(name="HeapIsolationRequests", unit=MetricUnit.Count, value=1)
+            metrics.add_metric(name="HeapItemsResent", unit=MetricUnit.Count, value=record.items)
 
 
 def count(name: str, value: float) -> None:

@@ -2,16 +2,24 @@
 
 ``HeapClient.deliver`` turns a list of :class:`HeapItem` into the fewest requests Heap allows,
 sends them, and returns one :class:`Outcome` per item. It never raises for HTTP trouble:
-every item ends delivered, rejected (Heap refused that very item) or retryable (with the
-error class and cause), and the caller's queue does the long-haul retrying.
-See docs/heap-delivery.md for the response-code table and the policies.
+every item ends delivered, rejected (Heap refused that very item, sent alone) or retryable
+(with the error class and cause), and the caller's queue does the long-haul retrying.
+Every request has a hard time limit (a watchdog cuts its socket), so a stalled or trickling
+answer cannot outlive the caller's deadline. See docs/heap-delivery.md for the response-code
+table and the policies.
 """
 
 from __future__ import annotations
 
+import contextlib
+import heapq
+import itertools
 import logging
 import math
 import random
+import re
+import socket
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,13 +35,14 @@ import urllib3
 from heap_forwarder import __version__
 from heap_forwarder.heap.items import Endpoint, HeapItem
 from heap_forwarder.heap.limiter import RateLimiter
-from heap_forwarder.outcome import DELIVERED, ErrorClass, Outcome, rejected, retryable
+from heap_forwarder.outcome import DELIVERED, ErrorClass, Fate, Outcome, rejected, retryable
 
 __all__ = [
     "DeliverySettings",
     "HeapClient",
     "PlannedRequest",
     "RequestRecord",
+    "new_pool",
     "parse_retry_after",
     "plan_requests",
     "shared_pool",
@@ -47,6 +56,13 @@ _REJECTION_TEXT = 1000  # characters of Heap's text kept in a rejection reason
 _TRANSIENT_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600)) - {501}
 _CONFIG_STATUSES = frozenset({401, 403, 404, 501})
 _SPLIT_STATUSES = frozenset({400, 413})
+# Heap's 400 texts start with the path of the field at fault: ``postBody.events[12].event: ...``.
+# Only that head is read (never a word anywhere in the text, which may quote the event itself).
+_FIELD_PATH = re.compile(r"\s*(postBody(?:\.[A-Za-z_][A-Za-z0-9_]{0,63}|\[\d{1,7}\]){0,12})")
+_ITEM_PATH = re.compile(r"postBody\.([a-z_]+)\[(\d{1,7})\]")
+_APP_ID_PATH = "postBody.app_id"
+# The emulator's (and, as far as is known, Heap's) answer to an unknown app_id, read at the head only.
+_APP_ID_REFUSAL = re.compile(r"\s*invalid app_id\b", re.IGNORECASE)
 _HEADERS = {
     "Content-Type": "application/json",
     "User-Agent": f"heap-forwarder/{__version__}",
@@ -63,6 +79,9 @@ class DeliverySettings:
     retry_budget_s: float = 10.0  # in-process retries never wait past this (SQS redelivery is the long haul)
     backoff_base_s: float = 0.1
     backoff_cap_s: float = 2.0
+    # Requests one ``deliver`` call may spend isolating refused items (beyond the first send of
+    # each request). Past it the undecided items are retryable ("isolation unfinished").
+    max_isolation_requests: int = 400
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("https://", "http://")):
@@ -74,9 +93,14 @@ class DeliverySettings:
         for name in ("connect_timeout_s", "read_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
-        for name in ("retry_budget_s", "backoff_base_s", "backoff_cap_s"):
+        for name in ("retry_budget_s", "backoff_base_s", "backoff_cap_s", "max_isolation_requests"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+
+    @property
+    def request_time_s(self) -> float:
+        """The hard limit on one request, connection to last byte (the watchdog enforces it)."""
+        return self.connect_timeout_s + self.read_timeout_s
 
 
 DEFAULT_SETTINGS = DeliverySettings()
@@ -89,7 +113,8 @@ class RequestRecord(NamedTuple):
     status: int | None  # None: no response (timeout, connection error)
     items: int
     seconds: float
-    error: str | None  # None on 2xx
+    error: str | None  # None on 2xx; never Heap's free text
+    isolating: bool = False  # sent to isolate refused items (items re-sent)
 
 
 # One pool per process: Lambda keeps module globals between invocations, so TLS sessions and
@@ -101,9 +126,108 @@ SINGLE_REQUEST_CONCURRENCY = 4  # requests of endpoints without a bulk form sent
 # block: a thread past that waits for a free connection (at most the connect timeout, see
 # _post) rather than open one only to throw it away.
 POOL_CONNECTIONS = 8
-_POOL = urllib3.PoolManager(
-    num_pools=4, maxsize=POOL_CONNECTIONS, block=True, cert_reqs="CERT_REQUIRED", retries=False
-)
+
+
+# -- hard time limits ---------------------------------------------------------------------------
+# urllib3's read timeout bounds each socket read, not the request: an answer trickling a byte a
+# second never times out. So every request is watched: its connection registers itself (on the
+# sending thread) when the request starts, and one watchdog thread shuts the socket down if the
+# request is still running at its limit; the blocked read then fails at once.
+
+
+class _Watch:
+    __slots__ = ("connection", "cut")
+
+    def __init__(self) -> None:
+        self.connection: Any = None
+        self.cut = False
+
+
+_current = threading.local()
+
+
+class _Watchdog:
+    """One daemon thread, a heap of (limit, watch): cheap enough for every identify call."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._due: list[tuple[float, int, _Watch]] = []
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, until: float, watch: _Watch) -> None:
+        with self._lock:
+            heapq.heappush(self._due, (until, next(self._ids), watch))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="heap-watchdog", daemon=True)
+                self._thread.start()
+            self._lock.notify()
+
+    def release(self, watch: _Watch) -> None:
+        with self._lock:
+            watch.connection = None  # the entry stays in the heap and expires as a no-op
+
+    def _run(self) -> None:
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                while self._due and self._due[0][0] <= now:
+                    _, _, watch = heapq.heappop(self._due)
+                    if watch.connection is not None:
+                        watch.cut = True
+                        _cut(watch.connection)
+                self._lock.wait(None if not self._due else self._due[0][0] - now)
+
+
+def _cut(connection: Any) -> None:
+    sock = getattr(connection, "sock", None)
+    if sock is None:
+        return
+    # The plain socket's shutdown (not SSLSocket's, which would touch TLS state another thread
+    # is reading): the blocked read returns at once and urllib3 drops the connection.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_WATCHDOG = _Watchdog()
+
+
+class _WatchedConnectionMixin:
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        watch: _Watch | None = getattr(_current, "watch", None)
+        if watch is not None:
+            watch.connection = self
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _WatchedHTTPConnection(_WatchedConnectionMixin, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedConnectionMixin, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+def new_pool(**kwargs: Any) -> urllib3.PoolManager:
+    """A PoolManager whose requests the client can cut off at their time limit.
+
+    A plain PoolManager still works with :class:`HeapClient`, but then only urllib3's
+    per-read timeouts bound a request.
+    """
+    pool = urllib3.PoolManager(**{"retries": False, **kwargs})
+    pool.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+    return pool
+
+
+_POOL = new_pool(num_pools=4, maxsize=POOL_CONNECTIONS, block=True, cert_reqs="CERT_REQUIRED")
 
 
 def shared_pool() -> urllib3.PoolManager:
@@ -183,10 +307,15 @@ _OK = _Result(_Kind.OK)
 
 class _Response(NamedTuple):
     status: int | None
-    text: str = ""
+    data: bytes = b""
     retry_after: str | None = None
-    cause: str = ""  # filled when something went wrong
+    content_type: str = ""
+    cause: str = ""  # filled when no answer came; never holds Heap's text
     config_fault: bool = False  # the URL itself is unusable
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
 
 
 class HeapClient:
@@ -233,43 +362,61 @@ class HeapClient:
 
     # -- one HTTP attempt -------------------------------------------------------------------
 
-    def _post(self, endpoint: Endpoint, body: bytes, n_items: int) -> _Response:
+    def _post(
+        self, endpoint: Endpoint, body: bytes, n_items: int, limit_s: float, *, isolating: bool = False
+    ) -> _Response:
+        """One attempt, cut off after ``limit_s`` seconds whatever the answer does."""
         started = time.perf_counter()
+        watch = _Watch()
+        _current.watch = watch
+        _WATCHDOG.watch(time.monotonic() + limit_s, watch)
         try:
             raw = self._pool.request(
                 "POST",
                 self._base_url + endpoint.value,
                 body=body,
                 headers=_HEADERS,
-                timeout=self._timeout,
+                timeout=urllib3.Timeout(
+                    connect=min(self.settings.connect_timeout_s, limit_s),
+                    read=min(self.settings.read_timeout_s, limit_s),
+                ),
                 # Waiting for a pooled connection counts against the deadline too: bounded, and
                 # a full pool is then a transient error like a refused connection.
-                pool_timeout=self.settings.connect_timeout_s,
+                pool_timeout=min(self.settings.connect_timeout_s, limit_s),
                 retries=False,
                 redirect=False,
             )
         except urllib3.exceptions.LocationValueError as exc:
             response = _Response(None, cause=f"invalid HEAP_API_URL: {exc}", config_fault=True)
-        except urllib3.exceptions.NewConnectionError as exc:  # subclasses ConnectTimeoutError: test first
-            response = _Response(None, cause=_connection_cause(exc))
-        except urllib3.exceptions.ConnectTimeoutError:
-            response = _Response(None, cause=f"connect timeout after {self.settings.connect_timeout_s}s")
-        except urllib3.exceptions.TimeoutError:
-            response = _Response(None, cause=f"timeout after {self.settings.read_timeout_s}s")
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            response = _Response(None, cause=_connection_cause(exc))
+            response = _Response(None, cause=self._failure_cause(exc, watch, limit_s))
         else:
-            text = raw.data.decode("utf-8", errors="replace")
-            response = _Response(raw.status, text, raw.headers.get("Retry-After"))
+            response = _Response(
+                raw.status, raw.data, raw.headers.get("Retry-After"), raw.headers.get("Content-Type", "")
+            )
+        finally:
+            _WATCHDOG.release(watch)
+            _current.watch = None
         seconds = time.perf_counter() - started
         if self._observer is not None:
             ok = response.status is not None and 200 <= response.status < 300
             error = None if ok else (response.cause or f"HTTP {response.status}")
             try:
-                self._observer(RequestRecord(endpoint, response.status, n_items, seconds, error))
+                self._observer(RequestRecord(endpoint, response.status, n_items, seconds, error, isolating))
             except Exception:  # metrics must never cost an event
                 logger.exception("heap client observer failed")
         return response
+
+    def _failure_cause(self, exc: BaseException, watch: _Watch, limit_s: float) -> str:
+        if watch.cut:
+            return f"timeout: Heap's answer was not complete after {limit_s:g}s (cut off)"
+        if isinstance(exc, urllib3.exceptions.NewConnectionError):  # subclasses ConnectTimeoutError
+            return _connection_cause(exc)
+        if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
+            return f"connect timeout after {min(self.settings.connect_timeout_s, limit_s):g}s"
+        if isinstance(exc, urllib3.exceptions.TimeoutError):
+            return f"timeout after {min(self.settings.read_timeout_s, limit_s):g}s"
+        return _connection_cause(exc)
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.settings.backoff_cap_s, self.settings.backoff_base_s * 2.0 ** min(attempt, 60))
@@ -304,7 +451,10 @@ class _Delivery:
         self.deadline = deadline
         self.budget_end = client._clock() + self.settings.retry_budget_s
         # A request is only started if it can time out before the deadline.
-        self.request_time = self.settings.connect_timeout_s + self.settings.read_timeout_s
+        self.request_time = self.settings.request_time_s
+        # What isolating refused items cost (requests and items sent again), for the observer.
+        self.isolation_requests = 0
+        self.items_resent = 0
         self.config_cause: str | None = None
         # Identify calls repeated word for word in one delivery are sent once (linking a Heap
         # user to an identity is repeat-safe); the repeats share the first one's outcome.
@@ -353,9 +503,7 @@ class _Delivery:
 
     def _run_plan(self, plan: _Plan) -> None:
         result = self._send_bulk(plan.endpoint, plan.indices, plan.prefix, plan.suffix)
-        self._settle_result(
-            plan.endpoint, plan.indices, result, plan.prefix, plan.suffix, alike_checked=False
-        )
+        self._settle_result(plan.endpoint, plan.indices, result, plan.prefix, plan.suffix)
 
     def plan(self) -> list[_Plan]:
         """Encode every item once and pack the requests; items that cannot go are settled here."""
@@ -441,126 +589,185 @@ class _Delivery:
         return self._send(endpoint, self.body(indices, prefix, suffix), len(indices))
 
     def _settle_result(
-        self,
-        endpoint: Endpoint,
-        indices: list[int],
-        result: _Result,
-        prefix: bytes,
-        suffix: bytes,
-        *,
-        alike_checked: bool,
+        self, endpoint: Endpoint, indices: list[int], result: _Result, prefix: bytes, suffix: bytes
     ) -> None:
         if result.kind is _Kind.OK:
             self.settle(indices, DELIVERED)
-            return
-        if result.kind is _Kind.SETTLED:
+        elif result.kind is _Kind.SETTLED:
             self.settle(indices, result.outcome)
-            return
-        # 400/413: Heap fails the whole request for one bad item, so narrow it down.
-        if len(indices) == 1:
-            reason = f"HTTP {result.status} from Heap: {_snippet(result.text, _REJECTION_TEXT)}"
-            self.settle(indices, rejected(ErrorClass.HEAP_REJECTED, reason))
-            return
-        half = len(indices) // 2
-        left, right = indices[:half], indices[half:]
-        left_result = self._send_bulk(endpoint, left, prefix, suffix)
-        right_result = self._send_bulk(endpoint, right, prefix, suffix)
-        if result.status == 400 and not alike_checked and len(indices) >= 3:
-            # "Heap refused every event alike" (a 400 that is really a configuration problem) must
-            # not become N rejections. Evidence: both halves, then the first and the last item on
-            # their own, all fail with the parent's very text. Checked once per lineage, and not
-            # for two items: there the halves are the items, each refused on its own.
-            alike_checked = True
-            if _same_refusal(left_result, result) and _same_refusal(right_result, result):
-                first = left_result if len(left) == 1 else self._send_bulk(endpoint, left[:1], prefix, suffix)
-                if _same_refusal(first, result):
-                    last = self._send_bulk(endpoint, right[-1:], prefix, suffix)
-                    if _same_refusal(last, result):
-                        cause = f"Heap refused every event alike: {_snippet(result.text)}"
-                        self.config_cause = self.config_cause or cause
-                        self.settle(indices, retryable(ErrorClass.CONFIG_FAULT, cause))
-                        return
-                    self._settle_result(endpoint, right[-1:], last, prefix, suffix, alike_checked=True)
-                    right = right[:-1]
-                    right_result = self._send_bulk(endpoint, right, prefix, suffix)
-                if len(left) > 1:
-                    self._settle_result(endpoint, left[:1], first, prefix, suffix, alike_checked=True)
-                    left = left[1:]
-                    left_result = self._send_bulk(endpoint, left, prefix, suffix)
-        self._settle_result(endpoint, left, left_result, prefix, suffix, alike_checked=alike_checked)
-        self._settle_result(endpoint, right, right_result, prefix, suffix, alike_checked=alike_checked)
+        else:
+            self._isolate(endpoint, indices, result, prefix, suffix)
 
-    def _give_up(self, error_class: ErrorClass, reason: str) -> _Result:
-        return _Result(_Kind.SETTLED, outcome=retryable(error_class, reason))
+    # -- isolating refused items --------------------------------------------------------------
 
-    def _config_fault(self, cause: str) -> _Result:
+    def _isolate(
+        self, endpoint: Endpoint, indices: list[int], refusal: _Result, prefix: bytes, suffix: bytes
+    ) -> None:
+        """Split a refused request until every refused item stands alone; deliver the rest now.
+
+        Heap fails a whole bulk request (400, or 413) for one bad item, and names the first bad
+        item's index at the head of its text. That index is a hint, verified by sending the item
+        alone; the rest is sent in two halves (so several offenders are found in parallel
+        branches, and no event is re-sent once per offender). Without a usable hint, halves.
+        Only an item refused when sent alone is rejected, with its own answer as the reason.
+        """
+        todo = [(indices, refusal)]
+        while todo:
+            group, answer = todo.pop()
+            if len(group) == 1:
+                self.settle(group, self._refused(answer))
+                continue
+            for piece in _pieces(group, _hinted_position(answer.text, endpoint.bulk_key, len(group))):
+                if self.isolation_requests >= self.settings.max_isolation_requests:
+                    cause = f"isolation request budget ({self.settings.max_isolation_requests}) used up"
+                    self.settle(piece, retryable(ErrorClass.DEADLINE, f"isolation unfinished: {cause}"))
+                    continue
+                self.isolation_requests += 1
+                self.items_resent += len(piece)
+                result = self._send(endpoint, self.body(piece, prefix, suffix), len(piece), isolating=True)
+                if result.kind is _Kind.OK:
+                    self.settle(piece, DELIVERED)
+                elif result.kind is _Kind.SPLIT:
+                    todo.append((piece, result))
+                else:
+                    self.settle(piece, _unfinished(result.outcome))
+
+    def _refused(self, answer: _Result) -> Outcome:
+        path = _field_path(answer.text)
+        reason = f"HTTP {answer.status} from Heap" + (f" at {path}" if path else "")
+        detail = f"HTTP {answer.status} from Heap: {_snippet(answer.text, _REJECTION_TEXT)}"
+        return rejected(ErrorClass.HEAP_REJECTED, reason, detail)
+
+    def _give_up(self, error_class: ErrorClass, reason: str, detail: str = "") -> _Result:
+        return _Result(_Kind.SETTLED, outcome=retryable(error_class, reason, detail))
+
+    def _config_fault(self, cause: str, detail: str = "") -> _Result:
         # Heap is misconfigured for this app: the rest of this call is not sent either.
         self.config_cause = self.config_cause or cause
-        return self._give_up(ErrorClass.CONFIG_FAULT, cause)
+        return self._give_up(ErrorClass.CONFIG_FAULT, cause, detail)
 
-    def _send(self, endpoint: Endpoint, body: bytes, n_items: int) -> _Result:
+    def _send(self, endpoint: Endpoint, body: bytes, n_items: int, *, isolating: bool = False) -> _Result:
         """Send one request, retrying transient failures with the same bytes within the limits."""
         if self.config_cause is not None:
             return self._give_up(
                 ErrorClass.CONFIG_FAULT, f"not sent after a configuration fault: {self.config_cause}"
             )
         client = self.client
-        # The latest time a request may start and still time out before the deadline.
+        # The latest time a request may start and still end (hard limit) before the deadline.
         start_by = None if self.deadline is None else self.deadline - self.request_time
         tokens = n_items if endpoint.bulk_key is not None else 1
         attempt = 0
-        last_cause = ""
+        last_cause = last_detail = ""
         while True:
             if start_by is not None and client._clock() > start_by:
                 if attempt == 0:
                     reason = f"deadline: no time left to send (a request may take {self.request_time:g}s)"
-                else:
-                    reason = f"deadline reached before retrying; last: {last_cause}"
-                return self._give_up(ErrorClass.DEADLINE, reason)
+                    return self._give_up(ErrorClass.DEADLINE, reason)
+                reason = f"deadline reached before retrying; last: {last_cause}"
+                return self._give_up(ErrorClass.DEADLINE, reason, last_detail and f"{reason} ({last_detail})")
             if client.limiter is not None:
                 wait_until = self.budget_end if start_by is None else min(start_by, self.budget_end)
                 if not client.limiter.acquire(tokens, wait_until):
                     return self._give_up(ErrorClass.DEADLINE, "rate limit budget exhausted before deadline")
-            response = client._post(endpoint, body, n_items)
+            limit = self.request_time
+            if self.deadline is not None:
+                limit = max(0.001, min(limit, self.deadline - client._clock()))
+            response = client._post(endpoint, body, n_items, limit, isolating=isolating)
             status = response.status
             if response.config_fault:
                 return self._config_fault(response.cause)
             if status is not None and 200 <= status < 300:
-                return _OK
+                return _OK if _is_success_body(response.data) else self._unexpected_success(response)
+            text = self.redact(response.text) if status is not None else ""
             if status is not None and status not in _TRANSIENT_STATUSES:
-                return self._classify(status, self.redact(response.text))
-            last_cause = response.cause or f"HTTP {status} from Heap: {_snippet(self.redact(response.text))}"
+                return self._classify(status, text)
+            last_cause = response.cause or _status_cause(status, text)
+            last_detail = "" if response.cause else f"{last_cause}: {_snippet(text)}"
             wait = client._backoff(attempt)
             retry_after = parse_retry_after(response.retry_after)
             if retry_after is not None:
                 wait = max(wait, retry_after)
             resume_at = client._clock() + wait
             if start_by is not None and start_by < self.budget_end and resume_at > start_by:
-                return self._give_up(
-                    ErrorClass.DEADLINE, f"deadline reached before retrying; last: {last_cause}"
-                )
+                reason = f"deadline reached before retrying; last: {last_cause}"
+                return self._give_up(ErrorClass.DEADLINE, reason, last_detail and f"{reason} ({last_detail})")
             if resume_at > self.budget_end:
-                return self._give_up(ErrorClass.TRANSIENT, last_cause)
+                return self._give_up(ErrorClass.TRANSIENT, last_cause, last_detail)
             logger.info("retrying %s in %.3fs after: %s", endpoint.value, wait, last_cause)
             client._sleep(wait)
             attempt += 1
 
+    def _unexpected_success(self, response: _Response) -> _Result:
+        # A 2xx that is neither empty nor JSON did not come from Heap's API as documented: a
+        # proxy, a captive portal or a wrong HEAP_API_URL answered. Not "delivered": left to the
+        # queue's redelivery (idempotency keys make a resend harmless if Heap did store it).
+        kind = response.content_type.split(";")[0].strip() or "no content type"
+        return self._give_up(
+            ErrorClass.TRANSIENT,
+            f"HTTP {response.status} with a body that is not JSON ({kind}, {len(response.data)} bytes):"
+            " something other than Heap's API may have answered",
+        )
+
     def _classify(self, status: int, text: str) -> _Result:
-        """A final, non-2xx, non-transient status."""
-        if status == 400 and "app_id" in text.lower():
-            return self._config_fault(f"HTTP 400 from Heap refusing the app ID: {_snippet(text)}")
+        """A final, non-2xx, non-transient status. ``text`` (redacted) only goes into details."""
+        detail = f"HTTP {status} from Heap: {_snippet(text)}"
+        path = _field_path(text)
+        if status == 400 and (path == _APP_ID_PATH or _APP_ID_REFUSAL.match(text)):
+            return self._config_fault("HTTP 400 from Heap refusing the app ID (postBody.app_id)", detail)
         if status in _SPLIT_STATUSES:
             return _Result(_Kind.SPLIT, status, text)
         if status in _CONFIG_STATUSES:
-            return self._config_fault(
-                f"HTTP {status} from Heap: check HEAP_API_URL and the app ID ({_snippet(text)})"
-            )
+            return self._config_fault(f"HTTP {status} from Heap: check HEAP_API_URL and the app ID", detail)
         if 400 <= status < 500:
-            return self._config_fault(f"HTTP {status} from Heap (unexpected client error): {_snippet(text)}")
+            return self._config_fault(f"HTTP {status} from Heap (unexpected client error)", detail)
         # 3xx and anything else unforeseen: not retried in place (a redirect will not go away
         # in ten seconds), left to the queue's redelivery.
-        return self._give_up(ErrorClass.TRANSIENT, f"HTTP {status} from Heap (unexpected): {_snippet(text)}")
+        return self._give_up(ErrorClass.TRANSIENT, f"HTTP {status} from Heap (unexpected)", detail)
 
 
-def _same_refusal(result: _Result, parent: _Result) -> bool:
-    return result.kind is _Kind.SPLIT and result.status == 400 and result.text == parent.text
+def _status_cause(status: int | None, text: str) -> str:
+    path = _field_path(text)
+    return f"HTTP {status} from Heap" + (f" at {path}" if path else "")
+
+
+def _field_path(text: str) -> str:
+    """The field path heading Heap's text (``postBody.events[3].event``), or ""."""
+    match = _FIELD_PATH.match(text)
+    return match.group(1) if match else ""
+
+
+def _hinted_position(text: str, bulk_key: str | None, size: int) -> int | None:
+    """The position, within its request, of the item Heap's text names first; None if none or
+    out of range (a hint only: it is verified by sending that item alone)."""
+    match = _ITEM_PATH.match(_field_path(text))
+    if match is None or match.group(1) != bulk_key:
+        return None
+    position = int(match.group(2))
+    return position if position < size else None
+
+
+def _pieces(group: list[int], hint: int | None) -> list[list[int]]:
+    if hint is None:
+        half = len(group) // 2
+        return [group[:half], group[half:]]
+    rest = group[:hint] + group[hint + 1 :]
+    half = len(rest) // 2
+    return [[group[hint]], *(piece for piece in (rest[:half], rest[half:]) if piece)]
+
+
+def _unfinished(outcome: Outcome) -> Outcome:
+    """An isolation step that could not be made: retried later, never taken for Heap's refusal."""
+    if outcome.fate is not Fate.RETRYABLE or outcome.error_class is ErrorClass.CONFIG_FAULT:
+        return outcome
+    detail = outcome.detail and f"isolation unfinished: {outcome.detail}"
+    return retryable(outcome.error_class, f"isolation unfinished: {outcome.reason}", detail)
+
+
+def _is_success_body(data: bytes) -> bool:
+    if not data.strip():
+        return True
+    try:
+        pydantic_core.from_json(data)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,187 @@
+"""Isolation under attack: refused minorities at any positions, refusal texts that look like a
+configuration fault, refusals that travel from one sender to the other. The real handlers, moto's
+SQS and the Heap emulator over HTTP; what is asserted is where each event ends.
+
+The law every test here holds: every good event is delivered exactly once, every refused event
+has exactly one dead letter that quotes Heap's reason, and no event is dead-lettered as
+``retries_exhausted`` (nor answered as refused) unless Heap refused it when it was sent alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from proof_support import Stage, read_messages
+
+from heap_forwarder.local.poller import EventSourceMapping
+
+# The limiter opened wide: these tests are about who ends where, not about pacing.
+WIDE_OPEN = {"RATE_LIMIT_EVENTS_PER_MINUTE": "100000000", "RATE_LIMIT_BURST": "100000"}
+
+# Texts a refusal may carry or an event may be named: words that a substring test would take
+# for a configuration fault, and Heap's own phrasing.
+ADVERSARIAL = [
+    "Signup app_id mismatch",
+    "app_id",
+    "APP_ID invalid",
+    "app id",
+    "401",
+    "401 Unauthorized",
+    "403 Forbidden: app_id",
+    "Invalid app_id",
+    "postBody.app_id",
+    "postBody.app_id: invalid",
+    "every event alike",
+    "e-mail jane@example.com",
+]
+
+
+def track(i: int, name: str = "Good Event") -> dict[str, Any]:
+    return {
+        "type": "track",
+        "event": name,
+        "userId": f"user-{i % 50}",
+        "messageId": f"m-{i}",
+        "timestamp": "2024-05-01T12:00:00Z",
+        "properties": {"i": i},
+    }
+
+
+def drain(stage: Stage, overrides: dict[str, str] | None = None, *, max_receives: int = 30) -> None:
+    consumer = stage.consumer({**WIDE_OPEN, **(overrides or {})})
+    EventSourceMapping(stage.sqs, stage.main_url, consumer, batch_size=10).drain(max_receives)
+
+
+def letters_by_message_id(stage: Stage) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {}
+    for letter in read_messages(stage.sqs, stage.dlq_url):
+        for event in letter.events():
+            found.setdefault(str(event.get("messageId")), []).append(letter)
+    return found
+
+
+def assert_isolated(stage: Stage, events: list[dict[str, Any]], refused_names: set[str]) -> None:
+    tracked = Counter(str(e.get("idempotency_key")) for e in stage.emulator.tracked_events())
+    letters = letters_by_message_id(stage)
+    for event in events:
+        mid = event["messageId"]
+        if event["event"] in refused_names:
+            assert tracked[mid] == 0, f"{mid} refused by Heap yet stored"
+            assert len(letters.get(mid, [])) == 1, f"{mid}: {len(letters.get(mid, []))} dead letters"
+            letter = letters[mid][0]
+            assert letter.error_class == "heap_rejected", (mid, letter.error_class, letter.reason)
+            assert "HTTP 400 from Heap: postBody.events[0].event" in letter.reason, letter.reason
+        else:
+            assert tracked[mid] == 1, f"{mid} (good) stored {tracked[mid]} times"
+            assert mid not in letters, f"{mid} (good) dead-lettered: {letters[mid][0].reason}"
+
+
+# ------------------------------------------------------------------------------ the findings
+
+
+@pytest.mark.parametrize("refused_at", [(0, 5, 9), (0, 9), (1, 2, 3), (4,), tuple(range(10))])
+def test_a_refused_minority_in_one_request_sinks_no_good_event(
+    stage: Stage, refused_at: tuple[int, ...]
+) -> None:
+    """Finding 1: 10 events in one bulk request, Heap refusing those at 0, 5 and 9: on main none
+    of the 7 good events reached Heap and all 10 ended "retries exhausted"."""
+    stage.emulator.reject_event_names(["Refused Event"])
+    events = [track(i, "Refused Event" if i in refused_at else "Good Event") for i in range(10)]
+    stage.send([json.dumps(e) for e in events])
+    consumer = stage.consumer(WIDE_OPEN)
+    EventSourceMapping(stage.sqs, stage.main_url, consumer, batch_size=10).drain(1)
+    assert consumer.invocations == 1  # decided in the first invocation: nothing retried
+    assert_isolated(stage, events, {"Refused Event"})
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_an_event_whose_refusal_quotes_app_id_is_not_a_configuration_fault(stage: Stage, name: str) -> None:
+    """Finding 1: an event named ``Signup app_id mismatch``, refused, made Heap's text contain
+    ``app_id``: on main 0 of 10 were stored and 10 dead-lettered as retries exhausted."""
+    stage.emulator.reject_event_names([name])
+    events = [track(i, name if i == 3 else "Good Event") for i in range(10)]
+    stage.send([json.dumps({"batch": events})])
+    drain(stage)
+    assert_isolated(stage, events, {name})
+
+
+def test_an_event_parked_by_the_api_sinks_no_sqs_neighbour(stage: Stage) -> None:
+    """Finding 1: an event the API parked (Heap down at the time) joins an SQS batch later and,
+    refused there, took 5 other records down on main."""
+    api = stage.api(WIDE_OPEN)
+    parked = [track(100, "Refused Event"), track(101)]
+    stage.emulator.fail_next(1000, 503)
+    answer = api.post("/v1/batch", {"batch": parked})
+    assert answer.status == 202, answer.body
+    stage.emulator.reset()
+    stage.emulator.reject_event_names(["Refused Event"])
+    others = [track(i) for i in range(5)]
+    stage.send([json.dumps(e) for e in others])
+    drain(stage)
+    assert_isolated(stage, parked + others, {"Refused Event"})
+
+
+def test_the_api_answers_each_refused_event_with_heaps_reason(stage: Stage) -> None:
+    api = stage.api(WIDE_OPEN)
+    stage.emulator.reject_event_names(["Signup app_id mismatch"])
+    events = [track(i, "Signup app_id mismatch" if i in (0, 5, 9) else "Good Event") for i in range(10)]
+    answer = api.post("/v1/batch", {"batch": events})
+    assert answer.status == 200, answer.body
+    assert answer.body["delivered"] == 7
+    assert [r["index"] for r in answer.body["rejected"]] == [0, 5, 9]
+    assert {r["error"] for r in answer.body["rejected"]} == {"heap_rejected"}
+    assert all("is not accepted" in r["reason"] for r in answer.body["rejected"])
+    assert answer.body["parked"] == 0
+    assert_isolated(stage, events, {"Signup app_id mismatch"})
+
+
+# ------------------------------------------------------------------------------ the property
+
+MIXES = st.integers(min_value=1, max_value=1000).flatmap(
+    lambda n: st.tuples(
+        st.just(n),
+        st.sets(st.integers(min_value=0, max_value=n - 1), max_size=min(n, 40)),
+        st.sampled_from(ADVERSARIAL),
+    )
+)
+
+
+def _mix(n: int, refused: set[int], name: str) -> list[dict[str, Any]]:
+    return [track(i, name if i in refused else "Good Event") for i in range(n)]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mix=MIXES)
+def test_property_sqs_good_events_delivered_once_refused_ones_dead_lettered_once(
+    stage: Stage, mix: tuple[int, set[int], str]
+) -> None:
+    n, refused, name = mix
+    stage.reset()
+    stage.emulator.reject_event_names([name])
+    events = _mix(n, refused, name)
+    # One record per 500 events: several records of one batch, one bulk request per 1,000.
+    stage.send([json.dumps({"batch": events[i : i + 500]}) for i in range(0, n, 500)])
+    drain(stage)
+    assert_isolated(stage, events, {name})
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mix=MIXES)
+def test_property_api_good_events_delivered_once_refused_ones_dead_lettered_once(
+    stage: Stage, mix: tuple[int, set[int], str]
+) -> None:
+    n, refused, name = mix
+    stage.reset()
+    stage.emulator.reject_event_names([name])
+    events = _mix(n, refused, name)
+    answer = stage.api(WIDE_OPEN).post("/v1/batch", {"batch": events})
+    assert answer.status in (200, 202), answer.body
+    assert sorted(r["index"] for r in answer.body["rejected"]) == sorted(refused)
+    assert answer.body["delivered"] + len(answer.body["rejected"]) + answer.body["parked"] == n
+    drain(stage)  # whatever was parked goes through the consumer
+    assert_isolated(stage, events, {name})
