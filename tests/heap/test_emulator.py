@@ -789,10 +789,6 @@ def test_control_api_drives_faults_and_exposes_state(
         {"bogus": 1},
         [1],
         {"reject_event_names": "x"},
-        {"reject_event_names": {"x": 1}},
-        {"anonymous_refusals": "yes"},
-        {"trickle": {"count": 1, "bytes_per_second": 0}},
-        {"trickle": {"bytes_per_second": 1}},
     ],
 )
 def test_control_api_rejects_bad_faults(
@@ -801,6 +797,24 @@ def test_control_api_rejects_bad_faults(
     response = post(http, emulator, "/_emulator/faults", faults)
     assert response.status == 400
     assert response.data.startswith(b"Invalid faults")
+
+
+@pytest.mark.parametrize(
+    ("faults", "reason"),
+    [
+        ({"reject_event_names": {"x": 1}}, "a list of names or an object mapping names to texts"),
+        ({"anonymous_refusals": "yes"}, "anonymous_refusals must be true or false"),
+        ({"trickle": {"count": 1, "bytes_per_second": 0}}, "bytes_per_second must be a positive number"),
+        ({"trickle": {"count": 1, "status": 999}}, "status an HTTP status code"),
+        ({"trickle": {"bytes_per_second": 1}}, "'count'"),
+    ],
+)
+def test_control_api_says_why_new_faults_are_bad(
+    emulator: HeapEmulator, http: urllib3.PoolManager, faults: Any, reason: str
+) -> None:
+    response = post(http, emulator, "/_emulator/faults", faults)
+    assert response.status == 400
+    assert reason in response.data.decode()
 
 
 def test_control_api_is_not_subject_to_faults(emulator: HeapEmulator, http: urllib3.PoolManager) -> None:
