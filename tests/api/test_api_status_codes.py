@@ -6,6 +6,7 @@ the write key in SSM, the retry queue and the DLQ are the template's.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from typing import Any
@@ -330,6 +331,50 @@ def test_bad_gzip_is_400(api: Api) -> None:
 
     assert answer.status == 400
     assert answer.body["error"] == "invalid_body"
+
+
+def test_a_multi_member_gzip_body_is_read_whole(api: Api) -> None:
+    """RFC 1952 allows several gzip members: every one is read, as their concatenation."""
+    data = json.dumps({"batch": [track(1), track(2)]}).encode()
+    body = gzip.compress(data[:40]) + gzip.compress(data[40:])
+
+    answer = api.invoke(request_event("/v1/batch", data=body, headers=[("Content-Encoding", "gzip")]))
+
+    assert answer.status == 200, answer.body
+    assert answer.body["delivered"] == 2
+
+
+BROKEN_GZIP = gzip.compress(json.dumps({"batch": [track(1)]}).encode())
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            BROKEN_GZIP + b"junk",
+            "gzip body has 4 bytes of trailing data after its last member",
+        ),
+        (
+            BROKEN_GZIP + gzip.compress(b"{}")[:-2],
+            "gzip body is cut off in its trailer (member 2): 6 of its 8 bytes are there",
+        ),
+        (BROKEN_GZIP[:-4], "gzip body is cut off in its trailer: 4 of its 8 bytes are there"),
+        (
+            BROKEN_GZIP[:-8] + bytes([BROKEN_GZIP[-8] ^ 1]) + BROKEN_GZIP[-7:],
+            "gzip body fails its CRC-32 check: the data is corrupt",
+        ),
+    ],
+    ids=["trailing-garbage", "second-member-cut-off", "trailer-cut-off", "corrupt-crc"],
+)
+def test_a_gzip_body_not_read_to_its_checked_end_is_400(api: Api, data: bytes, message: str) -> None:
+    event = request_event("/v1/batch", data=data, headers=[("Content-Encoding", "gzip")])
+
+    answer = api.invoke(event)
+
+    assert answer.status == 400
+    assert answer.body["error"] == "invalid_body"
+    assert answer.body["message"] == message
+    assert api.sandbox.emulator.stats()["requests_total"] == 0
 
 
 # ------------------------------------------------------------------------------------ 401

@@ -8,8 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -483,10 +485,181 @@ def test_rejected_event_name_fails_the_request_naming_it(
     assert post(http, emulator, "/api/track", bulk(track())).status == 200
 
 
+def test_refusal_texts_replace_heaps_by_event_name(emulator: HeapEmulator, http: urllib3.PoolManager) -> None:
+    emulator.reject_event_names({"Signup": "Signup app_id mismatch 401", "Other": "nope"})
+    response = post(http, emulator, "/api/track", bulk(track(), track(), track(), track(event="Signup")))
+    assert (response.status, response.data) == (400, b"postBody.events[3].event: Signup app_id mismatch 401")
+    response = post(http, emulator, "/api/track", {"app_id": APP, **track(event="Other")})
+    assert (response.status, response.data) == (400, b"postBody.event: nope")
+    assert emulator.tracked_events() == []
+
+
+def test_refusal_texts_through_the_control_api(emulator: HeapEmulator, http: urllib3.PoolManager) -> None:
+    control(http, emulator, "faults", {"reject_event_names": {"Signup": "Signup app_id mismatch 401"}})
+    response = post(http, emulator, "/api/track", bulk(track(), track(event="Signup")))
+    assert (response.status, response.data) == (400, b"postBody.events[1].event: Signup app_id mismatch 401")
+    # The list form still answers Heap's own text, and replaces the mapping.
+    control(http, emulator, "faults", {"reject_event_names": ["Listed"]})
+    assert post(http, emulator, "/api/track", bulk(track(event="Signup"))).status == 200
+    response = post(http, emulator, "/api/track", bulk(track(event="Listed")))
+    assert response.data == b"postBody.events[0].event: event name 'Listed' is not accepted"
+
+
+def test_anonymous_refusals_leave_out_the_field_path(
+    emulator: HeapEmulator, http: urllib3.PoolManager
+) -> None:
+    emulator.set_anonymous_refusals(True)
+    emulator.reject_event_names(["Bad Event"])
+    response = post(http, emulator, "/api/track", bulk(track(), track(event="Bad Event")))
+    assert (response.status, response.data) == (400, b"event name 'Bad Event' is not accepted")
+    emulator.reject_event_names({"Signup": "Signup app_id mismatch 401"})
+    response = post(http, emulator, "/api/track", bulk(track(), track(event="Signup")))
+    assert (response.status, response.data) == (400, b"Signup app_id mismatch 401")
+    # Every rule, not only refused names.
+    response = post(http, emulator, "/api/track", bulk(track(), track(properties={"color": ["red"]})))
+    assert (response.status, response.data) == (400, b"value must be a string or number")
+    assert emulator.tracked_events() == []
+    emulator.set_anonymous_refusals(False)
+    response = post(http, emulator, "/api/track", bulk(track(), track(event="Signup")))
+    assert response.data == b"postBody.events[1].event: Signup app_id mismatch 401"
+
+
+def test_anonymous_refusals_through_the_control_api(
+    emulator: HeapEmulator, http: urllib3.PoolManager
+) -> None:
+    faults = {"reject_event_names": {"Signup": "refused"}, "anonymous_refusals": True}
+    control(http, emulator, "faults", faults)
+    response = post(http, emulator, "/api/track", bulk(track(), track(event="Signup")))
+    assert (response.status, response.data) == (400, b"refused")
+    control(http, emulator, "faults", {"anonymous_refusals": False})
+    assert post(http, emulator, "/api/track", bulk(track(event="Signup"))).data == (
+        b"postBody.events[0].event: refused"
+    )
+
+
+def read_head(connection: socket.socket) -> tuple[bytes, bytes]:
+    """The response head (up to the blank line) and whatever body bytes came with it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(4096)
+        assert chunk, f"connection closed before the head was complete: {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def raw_track(emulator: HeapEmulator, connection: socket.socket, body: Any) -> None:
+    data = json.dumps(body).encode()
+    connection.sendall(
+        b"POST /api/track HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
+
+
+def connect(emulator: HeapEmulator, timeout: float) -> socket.socket:
+    host, port = emulator.url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=timeout)
+
+
+def test_trickle_sends_the_head_at_once_then_the_body_a_byte_at_a_time(emulator: HeapEmulator) -> None:
+    emulator.trickle_next(1, bytes_per_second=5, body="slow!!")
+    # Each read may wait 1 s; the whole body takes 1.2 s: a per-read timeout never trips.
+    with connect(emulator, timeout=1.0) as connection:
+        raw_track(emulator, connection, bulk(track(idempotency_key="m-1")))
+        head, body = read_head(connection)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert b"Content-Length: 6" in head.split(b"\r\n")
+        assert len(body) < 6
+        pieces = [body] if body else []
+        while sum(map(len, pieces)) < 6:
+            piece = connection.recv(4096)
+            assert piece, "the connection closed before the whole body arrived"
+            pieces.append(piece)
+    assert b"".join(pieces) == b"slow!!"
+    assert len(pieces) > 1
+    # Heap got the request: it is stored and counted, only the answer was slow.
+    assert [event["idempotency_key"] for event in emulator.tracked_events()] == ["m-1"]
+    stats = emulator.stats()
+    assert (stats["requests"]["/api/track"], stats["faults_injected"]) == ({"200": 1}, 1)
+
+
+def test_a_trickled_answer_reaches_a_client_whose_read_timeout_is_per_read(
+    emulator: HeapEmulator,
+) -> None:
+    emulator.trickle_next(1, bytes_per_second=5, status=503, body="later!")
+    connection = HTTPConnection(emulator.url.removeprefix("http://"), timeout=1.0)
+    try:
+        connection.request("POST", "/api/track", json.dumps(bulk(track())).encode())
+        response = connection.getresponse()
+        assert (response.status, response.getheader("Content-Length")) == (503, "6")
+        assert response.read() == b"later!"
+        # Finished trickles leave the connection usable.
+        connection.request("POST", "/api/track", json.dumps(bulk(track())).encode())
+        assert connection.getresponse().status == 200
+    finally:
+        connection.close()
+    # The status replaced Heap's answer; the request was still handled and stored.
+    assert len(emulator.tracked_events()) == 2
+    assert emulator.stats()["requests"]["/api/track"] == {"503": 1, "200": 1}
+
+
+def test_trickle_through_the_control_api_answers_heaps_own_status(
+    emulator: HeapEmulator, http: urllib3.PoolManager
+) -> None:
+    control(http, emulator, "faults", {"trickle": {"count": 2, "bytes_per_second": 1000}})
+    assert post(http, emulator, "/api/track", bulk(track())).data == b"OK"
+    response = post(http, emulator, "/api/track", bulk(track(identity="null")))
+    assert response.status == 400
+    assert response.data == b"postBody.events[0].identity: placeholder identity 'null' is not allowed"
+    # Two requests used the plan up.
+    response = post(http, emulator, "/api/track", bulk(track()))
+    assert (response.status, response.data) == (200, b"")
+    assert emulator.stats()["faults_injected"] == 2
+
+
+def test_stop_returns_promptly_while_a_trickle_is_in_flight() -> None:
+    emulator = HeapEmulator([APP]).start()
+    emulator.trickle_next(1, bytes_per_second=0.1, body="x" * 100)  # 1,000 s of body
+    with connect(emulator, timeout=10) as connection:
+        raw_track(emulator, connection, bulk(track()))
+        read_head(connection)
+        stopper = threading.Thread(target=emulator.stop)
+        stopper.start()
+        stopper.join(timeout=5)
+        assert not stopper.is_alive(), "stop() waited for the trickle"
+        # The trickle gave up: the client sees the answer cut off, not more bytes.
+        assert connection.recv(4096) == b""
+    # And its thread ended rather than sleep through the next 10 s interval.
+    wait_until_no_connections(emulator)
+    with pytest.raises(RuntimeError):
+        _ = emulator.url
+
+
+def wait_until_no_connections(emulator: HeapEmulator) -> None:
+    """Every handler thread of the emulator finished (each forgets its connection last)."""
+    deadline = time.monotonic() + 5
+    while emulator._connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not emulator._connections, "a handler thread is still trickling"
+
+
+def test_a_trickle_ends_when_the_client_hangs_up() -> None:
+    with HeapEmulator([APP]) as emulator:
+        emulator.trickle_next(1, bytes_per_second=20, body="x" * 10_000)  # 500 s of body
+        with connect(emulator, timeout=10) as connection:
+            raw_track(emulator, connection, bulk(track()))
+            read_head(connection)
+        wait_until_no_connections(emulator)
+        assert len(emulator.tracked_events()) == 1
+
+
 def test_reset_clears_store_stats_and_faults(emulator: HeapEmulator, http: urllib3.PoolManager) -> None:
     post(http, emulator, "/api/track", bulk(track(idempotency_key="m-1")))
     emulator.fail_next(5, 500)
+    emulator.trickle_next(5, bytes_per_second=0.1)
     emulator.reject_event_names(["Signed up"])
+    emulator.set_anonymous_refusals(True)
     emulator.reset()
     assert emulator.tracked_events() == []
     assert emulator.stats()["requests_total"] == 0
@@ -609,7 +782,14 @@ def test_control_api_drives_faults_and_exposes_state(
 
 
 @pytest.mark.parametrize(
-    "faults", [{"fail_next": {"count": 1}}, {"latency": -1}, {"bogus": 1}, [1], {"reject_event_names": "x"}]
+    "faults",
+    [
+        {"fail_next": {"count": 1}},
+        {"latency": -1},
+        {"bogus": 1},
+        [1],
+        {"reject_event_names": "x"},
+    ],
 )
 def test_control_api_rejects_bad_faults(
     emulator: HeapEmulator, http: urllib3.PoolManager, faults: Any
@@ -617,6 +797,24 @@ def test_control_api_rejects_bad_faults(
     response = post(http, emulator, "/_emulator/faults", faults)
     assert response.status == 400
     assert response.data.startswith(b"Invalid faults")
+
+
+@pytest.mark.parametrize(
+    ("faults", "reason"),
+    [
+        ({"reject_event_names": {"x": 1}}, "a list of names or an object mapping names to texts"),
+        ({"anonymous_refusals": "yes"}, "anonymous_refusals must be true or false"),
+        ({"trickle": {"count": 1, "bytes_per_second": 0}}, "bytes_per_second must be a positive number"),
+        ({"trickle": {"count": 1, "status": 999}}, "status an HTTP status code"),
+        ({"trickle": {"bytes_per_second": 1}}, "'count'"),
+    ],
+)
+def test_control_api_says_why_new_faults_are_bad(
+    emulator: HeapEmulator, http: urllib3.PoolManager, faults: Any, reason: str
+) -> None:
+    response = post(http, emulator, "/_emulator/faults", faults)
+    assert response.status == 400
+    assert reason in response.data.decode()
 
 
 def test_control_api_is_not_subject_to_faults(emulator: HeapEmulator, http: urllib3.PoolManager) -> None:

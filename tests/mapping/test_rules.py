@@ -79,6 +79,126 @@ def test_flattened_values_obey_the_value_rules() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# A key that flattening gives twice
+
+
+COLLISIONS = [
+    # (id, properties, the key, where its two values come from, in the order they are met)
+    ("dotted key, then nested", {"a.b": "x", "a": {"b": "y"}}, "a.b", ('["a.b"]', '["a"]["b"]')),
+    ("nested, then dotted key", {"a": {"b": "y"}, "a.b": "x"}, "a.b", ('["a"]["b"]', '["a.b"]')),
+    ("one level down", {"x": {"a.b": 1, "a": {"b": 2}}}, "x.a.b", ('["x"]["a.b"]', '["x"]["a"]["b"]')),
+    ("two nested spellings", {"a": {"b.c": 1}, "a.b": {"c": 2}}, "a.b.c", ('["a"]["b.c"]', '["a.b"]["c"]')),
+    (
+        "array of objects and a dotted key",
+        {"items": [{"sku": "a"}], "items.0.sku": "b"},
+        "items.0.sku",
+        ('["items"][0]["sku"]', '["items.0.sku"]'),
+    ),
+    (
+        "array index and an object key '0'",
+        {"x": [{"b": 1}], "x.0": {"b": 2}},
+        "x.0.b",
+        ('["x"][0]["b"]', '["x.0"]["b"]'),
+    ),
+    (
+        "mixed array and a dotted key",
+        {"x": ["a", {"b": 1}], "x.0": "z"},
+        "x.0",
+        ('["x"][0]', '["x.0"]'),
+    ),
+    (
+        "joined array and a text",
+        {"a": {"b": ["x", "y"]}, "a.b": "x||z"},
+        "a.b",
+        ('["a"]["b"]', '["a.b"]'),
+    ),
+    ("boolean and a text", {"a": {"b": True}, "a.b": "yes"}, "a.b", ('["a"]["b"]', '["a.b"]')),
+    ("number and its text", {"a": {"b": 1}, "a.b": "1"}, "a.b", ('["a"]["b"]', '["a.b"]')),
+    (
+        "deep",
+        {"a": {"b": {"c": {"d": 1}}}, "a.b.c": {"d": 2}},
+        "a.b.c.d",
+        ('["a"]["b"]["c"]["d"]', '["a.b.c"]["d"]'),
+    ),
+]
+PROPERTY_ENDPOINTS = {
+    Endpoint.TRACK: {"identity": "anon-1", "event": "x"},
+    Endpoint.ADD_USER_PROPERTIES: {"identity": "anon-1"},
+    Endpoint.ADD_ACCOUNT_PROPERTIES: {"account_id": "acme"},
+}
+
+
+@pytest.mark.parametrize("endpoint", list(PROPERTY_ENDPOINTS), ids=lambda e: e.name)
+@pytest.mark.parametrize(
+    ("properties", "key", "paths"), [case[1:] for case in COLLISIONS], ids=[c[0] for c in COLLISIONS]
+)
+def test_a_key_given_twice_with_different_values_is_refused(
+    properties: dict[str, Any], key: str, paths: tuple[str, str], endpoint: Endpoint
+) -> None:
+    """Events, user traits and group traits alike: keeping either value would lose the other."""
+    item = HeapItem(endpoint, {**PROPERTY_ENDPOINTS[endpoint], "properties": properties})
+    with pytest.raises(HeapRuleError) as caught:
+        apply_rules(item, DEFAULTS)
+    first, second = paths
+    assert str(caught.value) == (
+        f"properties.{key}: the key is given twice (as properties{first} and properties{second}) "
+        "with different values; rename one"
+    )
+    assert caught.value.field == f"properties.{key}"
+
+
+@pytest.mark.parametrize(
+    ("given", "kept", "differing"),
+    [
+        ({"a.b": "x", "a": {"b": "x"}}, {"a.b": "x"}, {"a.b": "y", "a": {"b": "x"}}),
+        # Compared as Heap gets them: true is "true" once the rules are applied.
+        ({"a": {"b": True}, "a.b": "true"}, {"a.b": "true"}, {"a": {"b": True}, "a.b": "True"}),
+        # A null sets nothing, so it takes no key.
+        ({"a.b": None, "a": {"b": 1}}, {"a.b": 1}, {"a.b": 0, "a": {"b": 1}}),
+    ],
+    ids=["same text", "same after the rules", "null"],
+)
+def test_a_key_given_twice_is_kept_only_when_both_values_are_the_same(
+    given: dict[str, Any], kept: dict[str, Any], differing: dict[str, Any]
+) -> None:
+    assert clean_properties(given, FLATTEN) == kept
+    with pytest.raises(HeapRuleError, match=r"^properties\.a\.b: the key is given twice"):
+        clean_properties(differing, FLATTEN)
+
+
+def test_keys_only_collide_when_nested_objects_are_flattened() -> None:
+    properties = {"a.b": "x", "a": {"b": "y"}}
+    with pytest.raises(HeapRuleError, match="given twice"):
+        clean_properties(properties, FLATTEN)
+    assert clean_properties(properties, RuleSettings(nested="stringify")) == {"a.b": "x", "a": '{"b":"y"}'}
+    assert clean_properties(properties, RuleSettings(nested="drop")) == {"a.b": "x"}
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        ({"type": "track", "event": "x", "properties": {"a.b": 1, "a": {"b": 2}}}, "properties.a.b"),
+        ({"type": "identify", "traits": {"plan": {"id": "p"}, "plan.id": "q"}}, "properties.plan.id"),
+        (
+            {"type": "group", "groupId": "g", "traits": {"hq.city": "A", "hq": {"city": "B"}}},
+            "properties.hq.city",
+        ),
+    ],
+    ids=["track", "identify", "group"],
+)
+def test_the_pipeline_refuses_a_key_given_twice_as_a_heap_rule(event: dict[str, Any], field: str) -> None:
+    pipeline = Pipeline(Mapper(build_playbook(), {"MY_APP_ID": "test-app"}), deliverer=None)  # type: ignore[arg-type]
+    event = {**event, "anonymousId": "a", "timestamp": "2024-06-10T14:00:00Z", "messageId": "m"}
+    prepared = pipeline.prepare([event])
+    outcome = prepared.decided[0]
+    assert outcome is not None
+    assert outcome.error_class is ErrorClass.HEAP_RULE
+    assert [(problem.index, problem.field) for problem in prepared.problems] == [(0, field)]
+    assert "given twice" in prepared.problems[0].message
+    assert prepared.items == []
+
+
+# ---------------------------------------------------------------------------------------------
 # Arrays
 
 

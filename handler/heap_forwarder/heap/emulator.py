@@ -2,10 +2,11 @@
 
 It enforces Heap's documented field rules and limits the way Heap does (one bad item fails the
 whole request with a short 400 text, nothing from it is kept), stores what it accepts, and can
-inject faults: failures with ``Retry-After``, latency, dropped connections, rejected event names
+inject faults: failures with ``Retry-After``, latency, dropped connections, answers trickled a byte
+at a time, rejected event names (with Heap's text or one given, with or without the field path)
 and rate limits on an accelerated clock. Tests, the README demo and the benchmarks use it, in
 process (:class:`HeapEmulator`) or out of process (``python -m heap_forwarder.heap.emulator``,
-driven through the ``/_emulator/...`` control API).
+driven through the ``/_emulator/...`` control API). docs/emulator.md lists every control.
 
 Standard library only (plus ``pydantic_core`` for fast JSON parsing); no AWS.
 """
@@ -23,14 +24,14 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
-from types import FrameType, TracebackType
+from types import FrameType, MappingProxyType, TracebackType
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
@@ -51,10 +52,14 @@ PROPERTY_CHARS_LIMIT: Final = 1024
 PLACEHOLDER_IDENTITIES: Final = frozenset({"", "null", "undefined"})
 INVALID_APP_ID: Final = "Invalid app_id"
 CONTROL_PREFIX: Final = "/_emulator/"
+# What a trickled answer sends when Heap's own answer has no body (a 200 has none): a trickle
+# needs bytes to be slow with.
+TRICKLE_FILLER: Final = b"OK"
 
 # Past this, a too-large body is not drained (the connection is closed instead).
 _MAX_DRAIN_BYTES: Final = 64 * 1024 * 1024
 _ENDPOINTS: Final = {endpoint.value: endpoint for endpoint in Endpoint}
+_NO_REFUSALS: Final[Mapping[str, str]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +74,12 @@ class RateLimits:
 
 
 class _Rejected(Exception):
-    """A request Heap would answer with 400 and this text."""
+    """A request Heap would answer with 400: the field at fault (None for the request as a whole)
+    and what is wrong with it, kept apart so that an anonymous answer can leave the field out."""
+
+    def __init__(self, where: str | None, text: str, *, joiner: str = ": ") -> None:
+        super().__init__(text if where is None else f"{where}{joiner}{text}")
+        self.text = text
 
 
 @dataclass(slots=True)
@@ -102,7 +112,15 @@ class _DropPlan:
     after_store: bool
 
 
-_Plan = TypeVar("_Plan", _FailurePlan, _DropPlan)
+@dataclass(slots=True)
+class _TricklePlan:
+    remaining: int
+    interval: float  # real seconds between two bytes of the body
+    status: int | None  # None: Heap's own answer
+    body: bytes | None  # None: Heap's own answer text, or TRICKLE_FILLER when it has none
+
+
+_Plan = TypeVar("_Plan", _FailurePlan, _DropPlan, _TricklePlan)
 
 
 @dataclass(slots=True)
@@ -195,9 +213,9 @@ def _is_number(value: Any) -> bool:
 
 def _identity(value: Any, where: str) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_IDENTITY_CHARS:
-        raise _Rejected(f"{where}: must be a string of 1 to {MAX_IDENTITY_CHARS} characters")
+        raise _Rejected(where, f"must be a string of 1 to {MAX_IDENTITY_CHARS} characters")
     if value.strip().casefold() in PLACEHOLDER_IDENTITIES:
-        raise _Rejected(f"{where}: placeholder identity {value!r} is not allowed")
+        raise _Rejected(where, f"placeholder identity {value!r} is not allowed")
     return value
 
 
@@ -213,72 +231,72 @@ def _timestamp(value: Any, where: str) -> str:
         with suppress(ValueError):
             datetime.fromisoformat(text)
             return value
-    raise _Rejected(f"{where}: must be an ISO 8601 timestamp string")
+    raise _Rejected(where, "must be an ISO 8601 timestamp string")
 
 
 def _properties(value: Any, where: str, *, reserved_id: bool = False) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _Rejected(f"{where} should be object")
+        raise _Rejected(where, "should be object", joiner=" ")
     for key, item in value.items():
         if len(key) >= PROPERTY_CHARS_LIMIT:
             raise _Rejected(
-                f"{where}: property name {key[:40]!r}... "
-                f"must be shorter than {PROPERTY_CHARS_LIMIT} characters"
+                where,
+                f"property name {key[:40]!r}... must be shorter than {PROPERTY_CHARS_LIMIT} characters",
             )
         if reserved_id and key.casefold() == "id":
-            raise _Rejected(f"{where}.{key}: property name 'id' is reserved")
+            raise _Rejected(f"{where}.{key}", "property name 'id' is reserved")
         if isinstance(item, str):
             if len(item) >= PROPERTY_CHARS_LIMIT:
                 raise _Rejected(
-                    f"{where}.{key}: value must be shorter than {PROPERTY_CHARS_LIMIT} characters"
+                    f"{where}.{key}", f"value must be shorter than {PROPERTY_CHARS_LIMIT} characters"
                 )
         elif not _is_number(item):
-            raise _Rejected(f"{where}.{key}: value must be a string or number")
+            raise _Rejected(f"{where}.{key}", "value must be a string or number")
     return dict(value)
 
 
 def _bounded_string(value: Any, where: str, limit: int) -> str:
     if not isinstance(value, str) or len(value) > limit:
-        raise _Rejected(f"{where}: must be a string of at most {limit} characters")
+        raise _Rejected(where, f"must be a string of at most {limit} characters")
     return value
 
 
 def _bulk_items(body: dict[str, Any], key: str) -> list[Any]:
     items = body[key]
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_BULK_ITEMS:
-        raise _Rejected(f"postBody.{key}: must be a non-empty array of at most {MAX_BULK_ITEMS} items")
+        raise _Rejected(f"postBody.{key}", f"must be a non-empty array of at most {MAX_BULK_ITEMS} items")
     return items
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _Rejected(f"{where} should be object")
+        raise _Rejected(where, "should be object", joiner=" ")
     return value
 
 
 def _who(item: dict[str, Any], where: str) -> dict[str, Any]:
     """The track event's subject: exactly one of ``identity`` and ``user_id``."""
     if "identity" in item and "user_id" in item:
-        raise _Rejected(f"{where}: identity and user_id must not be given together")
+        raise _Rejected(where, "identity and user_id must not be given together")
     if "identity" in item:
         return {"identity": _identity(item["identity"], f"{where}.identity")}
     if "user_id" in item:
         return {"user_id": _user_id(item["user_id"], f"{where}.user_id")}
-    raise _Rejected(f"{where}: one of identity or user_id is required")
+    raise _Rejected(where, "one of identity or user_id is required")
 
 
 def _track_event(
-    raw: Any, where: str, app_id: str, received_at: str, rejected_names: frozenset[str]
+    raw: Any, where: str, app_id: str, received_at: str, rejected_names: Mapping[str, str]
 ) -> dict[str, Any]:
     item = _object(raw, where)
     event = {"app_id": app_id, **_who(item, where)}
     name = item.get("event")
     if not isinstance(name, str) or not 1 <= len(name) <= MAX_EVENT_NAME_CHARS:
         raise _Rejected(
-            f"{where}.event: must be a non-empty string of at most {MAX_EVENT_NAME_CHARS} characters"
+            f"{where}.event", f"must be a non-empty string of at most {MAX_EVENT_NAME_CHARS} characters"
         )
     if name in rejected_names:
-        raise _Rejected(f"{where}.event: event name {name!r} is not accepted")
+        raise _Rejected(f"{where}.event", rejected_names[name])
     event["event"] = name
     timestamp = item.get("timestamp")
     event["timestamp"] = received_at if timestamp is None else _timestamp(timestamp, f"{where}.timestamp")
@@ -299,9 +317,9 @@ def _track_event(
 def _user(raw: Any, where: str) -> dict[str, Any]:
     item = _object(raw, where)
     if "identity" not in item:
-        raise _Rejected(f"{where}.identity: is required")
+        raise _Rejected(f"{where}.identity", "is required")
     if "properties" not in item:
-        raise _Rejected(f"{where}.properties: is required")
+        raise _Rejected(f"{where}.properties", "is required")
     return {
         "identity": _identity(item["identity"], f"{where}.identity"),
         "properties": _properties(item["properties"], f"{where}.properties", reserved_id=True),
@@ -314,17 +332,17 @@ def _account(raw: Any, where: str) -> dict[str, Any]:
     if isinstance(account_id, int) and not isinstance(account_id, bool):
         account_id = str(account_id)
     elif not isinstance(account_id, str) or not 1 <= len(account_id) <= MAX_IDENTITY_CHARS:
-        raise _Rejected(f"{where}.account_id: must be a string of 1 to {MAX_IDENTITY_CHARS} characters")
+        raise _Rejected(f"{where}.account_id", f"must be a string of 1 to {MAX_IDENTITY_CHARS} characters")
     if "properties" not in item:
-        raise _Rejected(f"{where}.properties: is required")
+        raise _Rejected(f"{where}.properties", "is required")
     return {"account_id": account_id, "properties": _properties(item["properties"], f"{where}.properties")}
 
 
 def _identify(body: dict[str, Any], app_id: str) -> dict[str, Any]:
     if "user_id" not in body:
-        raise _Rejected("postBody.user_id: is required")
+        raise _Rejected("postBody.user_id", "is required")
     if "identity" not in body:
-        raise _Rejected("postBody.identity: is required")
+        raise _Rejected("postBody.identity", "is required")
     record = {
         "app_id": app_id,
         "user_id": _user_id(body["user_id"], "postBody.user_id"),
@@ -336,11 +354,17 @@ def _identify(body: dict[str, Any], app_id: str) -> dict[str, Any]:
 
 
 def _validate(
-    endpoint: Endpoint, body: dict[str, Any], app_ids: frozenset[str], rejected_names: frozenset[str]
+    endpoint: Endpoint,
+    body: dict[str, Any],
+    app_ids: frozenset[str],
+    rejected_names: Mapping[str, str] = _NO_REFUSALS,
 ) -> _Request:
+    """The request as Heap would take it, or _Rejected at the first item that breaks a rule.
+
+    ``rejected_names`` maps a track event name to the text Heap refuses it with."""
     app_id = body.get("app_id")
     if not isinstance(app_id, str) or app_id not in app_ids:
-        raise _Rejected(INVALID_APP_ID)
+        raise _Rejected(None, INVALID_APP_ID)
     if endpoint is Endpoint.IDENTIFY:
         return _Request(endpoint, app_id, [_identify(body, app_id)], bulk=False)
     bulk_key = endpoint.bulk_key
@@ -369,7 +393,7 @@ def _parse_json(data: bytes) -> Any:
         return pydantic_core.from_json(data, allow_inf_nan=False)
     except ValueError:
         # pydantic_core's error messages are terse; Heap's is just as terse, so no detail needed.
-        raise _Rejected("postBody: request body must be valid JSON") from None
+        raise _Rejected("postBody", "request body must be valid JSON") from None
 
 
 # --- the emulator ------------------------------------------------------------------------------
@@ -426,8 +450,11 @@ class HeapEmulator:
         self._stats = _Stats()
         self._failures: deque[_FailurePlan] = deque()
         self._drops: deque[_DropPlan] = deque()
+        self._trickles: deque[_TricklePlan] = deque()
         self._latency = 0.0
-        self._rejected_names: frozenset[str] = frozenset()
+        # Replaced whole, never changed in place: request threads read it without the lock.
+        self._rejected_names: Mapping[str, str] = _NO_REFUSALS
+        self._anonymous_refusals = False
         self._enforce_rate_limits = self._initial_enforce
         self._time_scale = self._initial_time_scale
         self._windows = _FixedWindows()
@@ -450,6 +477,8 @@ class HeapEmulator:
         if server is None:
             return
         self._server = self._thread = None
+        # Wakes answers being trickled, so that their threads end with the server.
+        server.stopping.set()
         server.shutdown()
         server.server_close()
         # Idle keep-alive connections would otherwise keep their handler threads alive.
@@ -560,10 +589,53 @@ class HeapEmulator:
             if count:
                 self._drops.append(_DropPlan(count, after_store))
 
-    def reject_event_names(self, names: Iterable[str]) -> None:
-        """Track events with these names fail their whole request with 400 (replaces the set)."""
+    def trickle_next(
+        self,
+        count: int,
+        *,
+        bytes_per_second: float = 1.0,
+        status: int | None = None,
+        body: str | None = None,
+    ) -> None:
+        """Answer the next ``count`` requests slowly: status line and headers (with the whole
+        body's Content-Length) at once, then the body one byte every ``1 / bytes_per_second``
+        seconds, so that a client whose read timeout bounds each socket read never times out.
+
+        The request itself is handled as usual first (Heap's rules, rate limits, storing): Heap
+        got it, only its answer is slow. ``status`` and ``body`` replace Heap's own answer when
+        given; a body-less answer (a 200) sends ``OK``, so that there is something to trickle.
+        """
+        if count < 0 or (status is not None and not 100 <= status <= 599):
+            raise ValueError("count must be >= 0 and status an HTTP status code")
+        if not bytes_per_second > 0 or not math.isfinite(bytes_per_second):
+            raise ValueError("bytes_per_second must be a positive number")
         with self._lock:
-            self._rejected_names = frozenset(names)
+            if count:
+                self._trickles.append(
+                    _TricklePlan(count, 1 / bytes_per_second, status, None if body is None else body.encode())
+                )
+
+    def reject_event_names(self, names: Iterable[str] | Mapping[str, str]) -> None:
+        """Track events with these names fail their whole request with 400 (replaces the set).
+
+        Names alone are refused with ``postBody.events[i].event: event name 'X' is not accepted``;
+        a mapping name -> text is refused with ``postBody.events[i].event: <text>``, to replay
+        what Heap really answered (``Signup app_id mismatch 401``, say)."""
+        if isinstance(names, str):
+            raise TypeError("names must be a collection of names or a mapping name -> text, not a string")
+        if isinstance(names, Mapping):
+            refusals = dict(names)
+        else:
+            refusals = {name: f"event name {name!r} is not accepted" for name in names}
+        with self._lock:
+            self._rejected_names = refusals
+
+    def set_anonymous_refusals(self, on: bool) -> None:
+        """Answer a request that breaks a rule with the text alone, without the field path that
+        names the item (``event name 'X' is not accepted``, not ``postBody.events[3].event: ...``):
+        a Heap whose answer does not say which item it refused, so clients must bisect to find it."""
+        with self._lock:
+            self._anonymous_refusals = on
 
     def set_enforce_rate_limits(self, on: bool, *, time_scale: float | None = None) -> None:
         """Turn rate limits on or off; every window restarts empty."""
@@ -587,8 +659,9 @@ class HeapEmulator:
             self._stats.bytes_received += len(body)
             failure = _take(self._failures)
             drop = None if failure else _take(self._drops)
+            trickle = None if failure or drop else _take(self._trickles)
             latency = self._latency
-            if failure or drop:
+            if failure or drop or trickle:
                 self._stats.faults_injected += 1
         if latency:
             time.sleep(latency)
@@ -608,6 +681,17 @@ class HeapEmulator:
         if drop is not None:
             self._count(path, "dropped")
             _reset_connection(handler)
+            return
+        if trickle is not None:
+            response = _Response(
+                response.status if trickle.status is None else trickle.status,
+                trickle.body if trickle.body is not None else response.body or TRICKLE_FILLER,
+                content_type=response.content_type,
+                headers=response.headers,
+            )
+            # Counted before the first byte: the answer may take longer than anyone waits.
+            self._count(path, response.status)
+            _send_trickled(handler, response, trickle.interval)
             return
         self._count(path, response.status)
         _send(handler, response)
@@ -636,7 +720,8 @@ class HeapEmulator:
             payload = _parse_json(body)
             request = _validate(endpoint, _object(payload, "postBody"), self.app_ids, self._rejected_names)
         except _Rejected as rejection:
-            return _Response.text(HTTPStatus.BAD_REQUEST, str(rejection))
+            text = rejection.text if self._anonymous_refusals else str(rejection)
+            return _Response.text(HTTPStatus.BAD_REQUEST, text)
         with self._lock:
             if self._enforce_rate_limits:
                 wait = self._admit(request)
@@ -744,7 +829,9 @@ class HeapEmulator:
             "fail_next",
             "latency",
             "drop_connections",
+            "trickle",
             "reject_event_names",
+            "anonymous_refusals",
             "rate_limits",
         }
         if unknown:
@@ -760,10 +847,25 @@ class HeapEmulator:
             self.set_latency(float(latency))
         if (drop := faults.get("drop_connections")) is not None:
             self.drop_connections(int(drop["count"]), after_store=bool(drop.get("after_store", False)))
+        if (trickle := faults.get("trickle")) is not None:
+            status, body = trickle.get("status"), trickle.get("body")
+            self.trickle_next(
+                int(trickle["count"]),
+                bytes_per_second=float(trickle.get("bytes_per_second", 1.0)),
+                status=None if status is None else int(status),
+                body=None if body is None else str(body),
+            )
         if (names := faults.get("reject_event_names")) is not None:
-            if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-                raise TypeError("reject_event_names must be a list of strings")
+            texts = names.values() if isinstance(names, dict) else names
+            if not isinstance(names, list | dict) or not all(isinstance(text, str) for text in texts):
+                raise TypeError(
+                    "reject_event_names must be a list of names or an object mapping names to texts"
+                )
             self.reject_event_names(names)
+        if (anonymous := faults.get("anonymous_refusals")) is not None:
+            if not isinstance(anonymous, bool):
+                raise TypeError("anonymous_refusals must be true or false")
+            self.set_anonymous_refusals(anonymous)
         if (limits := faults.get("rate_limits")) is not None:
             scale = limits.get("time_scale")
             self.set_enforce_rate_limits(
@@ -806,6 +908,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], emulator: HeapEmulator) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.emulator = emulator
+        self.stopping = threading.Event()
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:
@@ -895,6 +998,44 @@ def _read_chunked(handler: _Handler, max_bytes: int) -> tuple[bytes, bool]:
 
 
 def _send(handler: _Handler, response: _Response) -> None:
+    _send_head(handler, response)
+    if handler.command != "HEAD":
+        handler.wfile.write(response.body)
+
+
+def _send_trickled(handler: _Handler, response: _Response, interval: float) -> None:
+    """``response`` with its head at once and its body one byte per ``interval``.
+
+    Gives up, closing the connection (the answer is cut off), as soon as the client hangs up or
+    the emulator stops, so that a trickle never outlives either."""
+    stopping = handler.server.stopping
+    try:
+        _send_head(handler, response)
+        handler.wfile.flush()
+        if handler.command == "HEAD":
+            return
+        for index in range(len(response.body)):
+            if stopping.wait(interval) or _peer_gone(handler.connection):
+                handler.close_connection = True
+                return
+            handler.wfile.write(response.body[index : index + 1])
+            handler.wfile.flush()
+    except OSError:
+        handler.close_connection = True
+
+
+def _peer_gone(connection: socket.socket) -> bool:
+    """Whether the client closed its end (without blocking: a peek at what it sent since)."""
+    try:
+        return connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False  # nothing to read: the client is still there, waiting
+    except OSError:
+        return True
+
+
+def _send_head(handler: _Handler, response: _Response) -> None:
+    """Status line and headers; Content-Length is the whole body's."""
     handler.send_response(response.status)
     if response.body:
         handler.send_header("Content-Type", response.content_type)
@@ -904,8 +1045,6 @@ def _send(handler: _Handler, response: _Response) -> None:
     if handler.close_connection:
         handler.send_header("Connection", "close")
     handler.end_headers()
-    if handler.command != "HEAD":
-        handler.wfile.write(response.body)
 
 
 def _reset_connection(handler: _Handler) -> None:

@@ -3,7 +3,9 @@
 What can be made valid is (nested objects flattened to dot keys, arrays of scalars joined
 with ``||``, booleans spelled ``"true"``/``"false"``, long string values cut to 1023
 characters, ``email`` lowercased, ``id`` removed from user properties); what cannot is
-rejected with the rule it broke, so that Heap never refuses a whole bulk request for it.
+rejected with the rule it broke, so that Heap never refuses a whole bulk request for it. A
+key that flattening gives twice with different values (``{"a.b": 1, "a": {"b": 2}}``) is
+such a rejection: keeping either value would silently lose the other.
 See docs/mapping.md ("Heap rules") for the decisions and their reasons.
 """
 
@@ -31,6 +33,14 @@ class HeapRuleError(ValueError):
     def field(self) -> str:
         """The field at fault: every message here starts with it ("identity: ...")."""
         return str(self).partition(": ")[0]
+
+
+class _KeyGivenTwice(Exception):
+    """Two paths of a properties object flatten to one key with different values (``key``)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
 
 
 class RuleSettings(NamedTuple):
@@ -104,7 +114,17 @@ def _put(cleaned: dict[str, Any], key: str, value: Any, settings: RuleSettings) 
         )
     scalar = _leaf(key, value, settings)
     if scalar is not None:
+        if key in cleaned:
+            _same_value(cleaned, key, scalar)
         cleaned[key] = scalar
+
+
+def _same_value(cleaned: dict[str, Any], key: str, value: Any) -> None:
+    """A key flattening gives again may only repeat what it already holds: anything else would
+    silently overwrite one of the producer's values."""
+    held = cleaned[key]
+    if type(held) is not type(value) or held != value:
+        raise _KeyGivenTwice(key)
 
 
 def clean_properties(properties: Any, settings: RuleSettings, *, user: bool = False) -> dict[str, Any]:
@@ -121,25 +141,38 @@ def clean_properties(properties: Any, settings: RuleSettings, *, user: bool = Fa
         return _clean(properties, settings, user)
     except RecursionError:
         raise HeapRuleError("properties: nested too deeply to be made flat") from None
+    except _KeyGivenTwice as clash:
+        paths = _paths_flattening_to(properties, clash.key)
+        given = f" (as {paths[0]} and {paths[1]})" if len(paths) >= 2 else ""
+        raise HeapRuleError(
+            f"properties.{clash.key}: the key is given twice{given} with different values; rename one"
+        ) from None
 
 
 def _clean(properties: dict[str, Any], settings: RuleSettings, user: bool) -> dict[str, Any]:
     cleaned: dict[str, Any] = {}
     flatten = settings.nested == "flatten"
+    # Top-level keys are unique; only once something was flattened can one of them be taken.
+    flattened = False
     for key, value in properties.items():
         kind = type(value)
         # The common case first: a flat string or number, kept as it is.
         if kind is str:
             if len(value) <= MAX_STRING and len(key) <= MAX_STRING:
+                if flattened and key in cleaned:
+                    _same_value(cleaned, key, value)
                 cleaned[key] = value
                 continue
         elif kind is int or (kind is float and math.isfinite(value)):
             if len(key) <= MAX_STRING:
+                if flattened and key in cleaned:
+                    _same_value(cleaned, key, value)
                 cleaned[key] = value
                 continue
         elif _is_nested(value):
             if flatten:
                 _flatten_into(cleaned, str(key), value, settings)
+                flattened = True
             elif settings.nested == "stringify":
                 _put(cleaned, str(key), _compact_json(value), settings)
             # drop: nested values are left out, by the playbook's choice
@@ -166,11 +199,41 @@ def _flatten_into(cleaned: dict[str, Any], prefix: str, node: Any, settings: Rul
             and len(key) <= MAX_STRING
             and (kind is int or math.isfinite(value))
         ):
+            if key in cleaned:
+                _same_value(cleaned, key, value)
             cleaned[key] = value
         elif _is_nested(value):
             _flatten_into(cleaned, key, value, settings)
         else:
             _put(cleaned, key, value, settings)
+
+
+def _paths_flattening_to(properties: dict[str, Any], key: str) -> list[str]:
+    """Where in ``properties`` the values flattened to ``key`` come from, as unambiguous paths
+    (``properties["a.b"]``, ``properties["a"]["b"]``, ``properties["items"][0]["sku"]``).
+
+    Only called to word an error: it walks again, without recursion, only the branches whose
+    flattened prefix leads to ``key``."""
+    found: list[str] = []
+    stack: list[tuple[str, str, Any]] = [
+        (str(part), f"properties[{_path_part(part)}]", value) for part, value in properties.items()
+    ]
+    stack.reverse()
+    while stack:
+        flat, shown, value = stack.pop()
+        if _is_nested(value):
+            if key.startswith(flat + "."):
+                pairs = value.items() if type(value) is dict else enumerate(value)
+                children = [(f"{flat}.{part}", f"{shown}[{_path_part(part)}]", v) for part, v in pairs]
+                stack.extend(reversed(children))
+        elif flat == key and value is not None:  # a null sets nothing, so it takes no key
+            found.append(shown)
+    return found
+
+
+def _path_part(part: Any) -> str:
+    # Keys quoted, array indexes bare: ["0"] and [0] are different paths to the same "x.0".
+    return json.dumps(part, ensure_ascii=False) if isinstance(part, str) else str(part)
 
 
 def _timestamp(body: dict[str, Any]) -> None:
