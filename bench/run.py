@@ -12,7 +12,9 @@ Figures (see docs/performance.md):
 - HTTP requests per 1,000 events (track events, and all endpoints);
 - cold start: importing the handler module vs its bare dependencies, fresh interpreters;
 - memory: peak RSS (VmHWM) of a fresh process handling the largest batch Lambda hands over
-  (6 MB payload), moto and the emulator outside it;
+  (6 MB payload), moto and the emulator outside it; and of a fresh API process answering a
+  ~550-byte gzip request of 170,000 ``{}`` events, against the same process after one small
+  valid request;
 - pacing: a 60,000-event backlog against the emulator enforcing Heap's rate limits, time
   compressed: delivery rate as a fraction of Heap's cap, 429s received, events lost.
 
@@ -195,6 +197,18 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
                 _met(mem["peak_mb"] <= 96),
             )
         )
+        api = mem.get("api")
+        if api:
+            table.append(
+                (
+                    f"memory: API peak RSS, {api['sent_bytes']}-byte gzip request of {api['events']:,} {{}}",
+                    f"{api['peak_mb']:.1f} MB (answer {api['inflating_status']})",
+                    f"{api['baseline_mb']:.1f} MB after one small request",
+                    f"{api['peak_mb'] / api['baseline_mb']:.2f}",
+                    f"<= {api['target_mb']:.0f} MB",
+                    _met(api["peak_mb"] <= api["target_mb"]),
+                )
+            )
     pc = results.get("pacing")
     if pc:
         table.append(
@@ -316,6 +330,15 @@ def report(mode: Mode, results: dict[str, Any], errors: dict[str, str]) -> str:
             + f". The first invocation (10 records: SSM read from moto, boto3 clients, playbook) "
             f"took {1000 * mem['first_invocation_s']:.0f} ms.",
         ]
+        api = mem.get("api")
+        if api:
+            out += [
+                "",
+                "API memory, VmHWM after each step: "
+                + ", ".join(f"{step} {values['VmHWM']:.1f} MB" for step, values in api["rss_mb"].items())
+                + f". The inflating request was answered {api['inflating_status']} "
+                f"({api['inflating_error']}: {api['inflating_message']}).",
+            ]
     pc = results.get("pacing")
     if pc:
         out += [

@@ -6,6 +6,8 @@ The full smoke run (``bench/run.py --quick``) runs in CI as ``make bench-quick``
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import sys
 from collections import Counter
@@ -51,6 +53,59 @@ def test_the_payload_is_the_largest_that_fits_the_cap() -> None:
     assert len(json.loads(payload)["Records"]) == kept
     bigger, _ = memory.build_payload(kept + 1, cap=10**9)
     assert len(bigger.encode()) > 200_000  # one more record would not have fitted
+
+
+def test_the_inflating_request_holds_the_most_empty_events_under_the_cap() -> None:
+    event, count, sent_bytes = memory.inflating_request(max_body_bytes=3_000)
+    assert event["isBase64Encoded"] is True
+    assert event["headers"]["content-encoding"] == "gzip"
+    compressed = base64.b64decode(event["body"])
+    assert len(compressed) == sent_bytes
+    body = gzip.decompress(compressed)
+    assert len(body) <= 3_000 < len(body) + 3  # one more "{}" (and its comma) would not fit
+    assert json.loads(body) == {"batch": [{}] * count}
+
+
+def test_the_table_shows_the_api_memory_figure_against_its_baseline() -> None:
+    api = {
+        "rss_mb": {"imports": {"VmHWM": 52.0}, "small_request": {"VmHWM": 67.0}},
+        "peak_mb": 81.0,
+        "baseline_mb": 67.0,
+        "events": 170_663,
+        "sent_bytes": 550,
+        "target_mb": memory.API_PEAK_TARGET_MB,
+        "inflating_status": 413,
+        "inflating_error": "payload_too_large",
+        "inflating_message": "the batch holds 170663 events; the limit is 2500 per request",
+        "delivered_all": True,
+    }
+    mem = {
+        "records": 300,
+        "payload_mb": 0.6,
+        "peak_mb": 70.0,
+        "after_imports_mb": 45.0,
+        "vm": {"imports": {"VmHWM": 45.0}},
+        "first_invocation_s": 0.1,
+        "delivered_all": True,
+        "api": api,
+    }
+
+    table = bench_run.report(bench_run.QUICK, {"memory": mem}, {})
+
+    assert "memory: API peak RSS, 550-byte gzip request of 170,663 {}" in table
+    assert "81.0 MB (answer 413)" in table
+    assert "67.0 MB after one small request" in table
+    assert "the limit is 2500 per request" in table
+
+
+@pytest.mark.slow
+def test_the_api_answers_the_inflating_request_without_a_5xx() -> None:
+    with c.services() as running:
+        api = memory.run_api(running.env)
+    assert api["small_status"] == 200, api
+    assert api["inflating_status"] == 413, api
+    assert api["delivered_all"]
+    assert api["peak_mb"] >= api["baseline_mb"] > 0
 
 
 @pytest.mark.slow

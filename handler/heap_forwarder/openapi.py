@@ -17,6 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from heap_forwarder.edge.ingest import (
     MAX_BODY_BYTES,
     MAX_EVENT_BYTES,
+    MAX_EVENTS_PER_REQUEST,
     MAX_RAW_BYTES,
     Accepted,
     ErrorBody,
@@ -36,7 +37,8 @@ Segment/MetaRouter HTTP tracking API, forwarded to Heap. Point a Segment or Rudd
 * **Auth**: HTTP Basic, the write key as the user name and an empty password (when the stack runs
   with `ApiAuthMode=WriteKey`; with `ApiAuthMode=IAM`, API Gateway requires SigV4 instead).
 * **Bodies**: JSON, optionally `Content-Encoding: gzip`. At most {MAX_RAW_BYTES} bytes as sent,
-  {MAX_BODY_BYTES} bytes decompressed, {MAX_EVENT_BYTES} bytes per event (compact JSON).
+  {MAX_BODY_BYTES} bytes decompressed, {MAX_EVENTS_PER_REQUEST} events per request,
+  {MAX_EVENT_BYTES} bytes per event (compact JSON).
 * **Atomic validation**: one invalid event refuses the whole request (400, nothing sent).
 * **Nothing lost**: 200 = delivered (events Heap refused are listed and kept in the dead-letter
   queue); 202 = Heap unavailable, events parked and delivered later; 503 = retry the request.
@@ -76,6 +78,7 @@ RESPONSES: dict[int, OpenAPIResponse] = {
     413: _json(
         ErrorBody,
         f"Too large: more than {MAX_RAW_BYTES} bytes as sent, {MAX_BODY_BYTES} bytes decompressed,"
+        f" more than {MAX_EVENTS_PER_REQUEST} events (checked first, before any event is read),"
         f" or an event over {MAX_EVENT_BYTES} bytes (listed in `problems`).",
     ),
     503: _json(

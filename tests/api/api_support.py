@@ -32,6 +32,16 @@ def track(n: int, name: str = "Order Completed", **overrides: Any) -> dict[str, 
     return raw("order_completed", event=name, messageId=f"api-{n}", **overrides)
 
 
+def empty_events_batch(count: int) -> bytes:
+    """``{"batch":[{},{},...]}`` with ``count`` empty events: 3 bytes an event, ~1,000x smaller gzipped."""
+    return b'{"batch":[' + b",".join([b"{}"] * count) + b"]}"
+
+
+def most_empty_events(max_bytes: int) -> int:
+    """How many ``{}`` events fit in a batch body of at most ``max_bytes`` bytes."""
+    return (max_bytes - len(empty_events_batch(0)) + 1) // 3
+
+
 def basic(user: str, password: str = "") -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 

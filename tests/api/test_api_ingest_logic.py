@@ -7,14 +7,25 @@ stand-ins for Heap delivery, the DLQ and the retry queue.
 from __future__ import annotations
 
 import json
+import tracemalloc
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
-from api_support import WRITE_KEY, basic, raw, request_event, track
+from api_support import (
+    WRITE_KEY,
+    basic,
+    empty_events_batch,
+    most_empty_events,
+    raw,
+    request_event,
+    track,
+)
 
 from heap_forwarder.edge.dlq import DeadLetter
 from heap_forwarder.edge.ingest import (
+    MAX_BODY_BYTES,
+    MAX_EVENTS_PER_REQUEST,
     MAX_PROBLEMS_LISTED,
     ApiError,
     ApiResponse,
@@ -283,3 +294,29 @@ def test_the_single_event_body_for_validation_is_the_completed_event() -> None:
     request = ingest.open(request_event("/v1/page", raw("page", type=None)))
 
     assert json.loads(request.body_json())["type"] == "page"
+
+
+# ------------------------------------------------------------------------------ bounded work
+# Python-level peak while handling the inflating request below. Refused on its count, it takes
+# about 14 MiB (decompressing it and decoding its 170,000 ``{}``); completing and preparing every
+# event took 127 MiB here (and the Lambda handler's re-validation of them much more). Wide on
+# purpose: it only has to tell the two apart.
+INFLATING_REQUEST_PEAK_BYTES = 60 * 1024 * 1024
+
+
+def test_a_request_inflating_to_170_000_events_is_handled_in_bounded_memory() -> None:
+    heap, dlq, queue = ScriptedHeap({}), MemoryDlq(), MemoryQueue()
+    ingest = make_ingest(heap, dlq, queue)
+    event = request_event("/v1/batch", data=empty_events_batch(most_empty_events(MAX_BODY_BYTES)), gzip=True)
+
+    tracemalloc.start()
+    try:
+        answer = ingest.handle(event, 10.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert answer.status == 413
+    assert f"the limit is {MAX_EVENTS_PER_REQUEST} per request" in answer.body["message"]
+    assert peak < INFLATING_REQUEST_PEAK_BYTES, f"peak {peak / 2**20:.0f} MiB"
+    assert heap.sent == dlq.letters == queue.parked == []

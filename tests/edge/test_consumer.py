@@ -13,7 +13,8 @@ from datetime import datetime
 import pytest
 
 from heap_forwarder.edge.config import ConfigurationError, Settings
-from heap_forwarder.edge.consumer import BackoffPolicy, read_records
+from heap_forwarder.edge.consumer import MAX_EVENTS_PER_RECORD, BackoffPolicy, read_records
+from heap_forwarder.edge.ingest import MAX_EVENTS_PER_REQUEST
 from heap_forwarder.edge.parameters import ParameterStore
 from heap_forwarder.edge.runtime import Runtime
 from heap_forwarder.heap.client import HeapClient
@@ -131,6 +132,59 @@ def test_permanent_problems_are_parked_per_event_with_reasons(aws, emulator, mak
     assert "alias" in letters["unsupported"].reason
     assert letters["heap_rule"].reason.startswith("identity: required")
     assert "timestamp" in letters["invalid_event"].reason
+
+
+def test_a_record_of_too_many_events_is_one_dead_letter(aws, emulator, make_consumer, kit, logs) -> None:
+    """85,000 ``{}`` in one 255 KB message: one letter for the record (its body, the count and the
+    cap), not 85,000; the other records of the batch are delivered as usual."""
+    # Given a record of 85,000 empty events between two good records
+    flood = json.dumps({"batch": [{}] * 85_000}, separators=(",", ":"))
+    event = aws.lambda_event(kit.body(kit.track(1)), flood, kit.body(kit.track(2), kit.track(3)))
+    sent_batches: list[dict] = []
+
+    def seen(params: dict, **_: object) -> None:
+        sent_batches.append(params)
+
+    aws.sqs.meta.events.register("provide-client-params.sqs.SendMessageBatch", seen)
+    try:
+        # When the consumer handles the batch
+        response = make_consumer().handle(event, 30.0)
+    finally:
+        aws.sqs.meta.events.unregister("provide-client-params.sqs.SendMessageBatch", seen)
+
+    # Then the flood is one dead letter, written in one SendMessageBatch entry, and nothing is retried
+    assert response == {"batchItemFailures": []}
+    (letter,) = aws.dead_letters()
+    assert letter.body == flood
+    assert letter.error_class == "too_large"
+    assert letter.reason == (
+        f"the record holds 85000 events; the limit is {MAX_EVENTS_PER_RECORD} per record;"
+        " split it into smaller messages"
+    )
+    assert letter.attributes["SourceRecordId"] == ids(event)[1]
+    assert [len(call["Entries"]) for call in sent_batches] == [1]
+    assert logs.messages("WARNING") == ["event parked in the DLQ"]
+    # And the other records' events reach Heap
+    assert sorted(e["idempotency_key"] for e in emulator.tracked_events()) == ["msg-1", "msg-2", "msg-3"]
+
+
+def test_a_record_at_the_cap_is_read_and_one_over_it_is_not() -> None:
+    def record(events: int) -> dict:
+        return {"messageId": f"m{events}", "body": json.dumps({"batch": [{}] * events})}
+
+    full, over = read_records({"Records": [record(MAX_EVENTS_PER_RECORD), record(MAX_EVENTS_PER_RECORD + 1)]})
+
+    assert full.unreadable is None
+    assert len(full.events) == MAX_EVENTS_PER_RECORD
+    assert over.unreadable is not None
+    assert over.unreadable.error_class is ErrorClass.TOO_LARGE
+    assert over.events == []
+
+
+def test_a_request_the_api_parks_whole_fits_one_record() -> None:
+    """The API parks what it could not deliver as records of many events: the consumer must
+    take as many events in a record as the API takes in a request."""
+    assert MAX_EVENTS_PER_RECORD >= MAX_EVENTS_PER_REQUEST
 
 
 def test_good_siblings_of_a_bad_event_are_delivered(aws, emulator, make_consumer, kit) -> None:

@@ -159,6 +159,14 @@ def test_dry_run_changes_nothing(queues: Queues) -> None:
     assert "  invalid_json: 1  (comes back unless" in summary  # a warning before redriving those
 
 
+def test_dry_run_warns_that_a_too_large_record_comes_back_unless_split(queues: Queues) -> None:
+    queues.park(ErrorClass.TOO_LARGE, "the record holds 85000 events; the limit is 2500 per record")
+
+    summary = queues.run(dry_run=True).summary()
+
+    assert "  too_large: 1  (comes back: split the batch into messages of at most 2,500 events" in summary
+
+
 def test_dry_run_with_filters_shows_what_the_real_run_would_move(queues: Queues) -> None:
     queues.park(ErrorClass.RETRIES_EXHAUSTED, "retries exhausted: HTTP 503 from Heap", count=5)
     queues.park(ErrorClass.HEAP_REJECTED, "Heap answered 400: bad", count=4, start=10)

@@ -30,6 +30,13 @@ from heap_forwarder.inbound import InvalidEvent, events_of
 from heap_forwarder.outcome import ErrorClass, Fate, Outcome, rejected
 from heap_forwarder.pipeline import Pipeline
 
+# Events in one record. Past it the record is refused whole, as one dead letter holding its
+# body: reading 85,000 ``{}`` from one 256 KB message would otherwise be 85,000 letters (and as
+# many log lines and DLQ writes) for one bad message. Equal to the API's
+# ``ingest.MAX_EVENTS_PER_REQUEST`` (same reasoning: SDK batches hold a few hundred events at
+# most), and never lower: the API parks a request it could not deliver as one record.
+MAX_EVENTS_PER_RECORD = 2_500
+
 
 @dataclass
 class _Record:
@@ -85,7 +92,15 @@ def read_records(sqs_event: Mapping[str, Any]) -> list[_Record]:
         )
         try:
             # No walk for numbers too large for a float: the rules refuse them where they matter.
-            record.events = events_of(decode_body(record.body, finite_numbers=False))[0]
+            events = events_of(decode_body(record.body, finite_numbers=False))[0]
+            if len(events) > MAX_EVENTS_PER_RECORD:
+                record.unreadable = rejected(
+                    ErrorClass.TOO_LARGE,
+                    f"the record holds {len(events)} events; the limit is {MAX_EVENTS_PER_RECORD} per record;"
+                    " split it into smaller messages",
+                )
+            else:
+                record.events = events
         except BodyError as error:
             record.unreadable = rejected(ErrorClass.INVALID_JSON, str(error))
         except InvalidEvent as error:

@@ -4,7 +4,8 @@ The path of one request (docs/api.md has the contract):
 
 1. ``open``: the write key (HTTP Basic user name, constant-time compare) -> 401; the body as
    sent (base64 undone, gzip/deflate decompressed, size-bounded) -> 413 / 400; JSON -> 400;
-   the events the route carries, each at most 32 KB -> 413; a ``type`` that contradicts the
+   the events the route carries, at most 2,500 of them (counted before any per-event work)
+   -> 413, each at most 32 KB -> 413; a ``type`` that contradicts the
    route -> 400; then each event is completed the way the Segment tracking API does it (type
    implied by the route, batch-level ``context``/``integrations``/``sentAt``, ``messageId``,
    ``receivedAt``, ``timestamp``) so that a first attempt and a parked retry are the same event.
@@ -60,6 +61,15 @@ from heap_forwarder.pipeline import Pipeline
 MAX_EVENT_BYTES = 32 * 1024  # one event, as compact JSON
 MAX_BODY_BYTES = 500 * 1024  # one request body, decompressed
 MAX_RAW_BYTES = 1024 * 1024  # one request body as sent (compressed or not)
+# Events in one request. The byte caps alone do not bound the work: gzip makes 500 KB of
+# ``{},{},...`` (170,000 events) a 550-byte request, and completing and validating every event
+# took the API past 500 MB. Segment's and RudderStack's SDKs flush batches of 100 events or fewer
+# by default, a few hundred at most; 2,500 still takes a full 500 KB batch of 205-byte events
+# (smaller than any SDK's event with its context) and is three of Heap's 1,000-item bulk
+# requests at most, while bounding what a request can make the function do. Counted before
+# anything looks at a single event. The SQS consumer's cap (consumer.MAX_EVENTS_PER_RECORD)
+# must not be lower: a request parked whole arrives there as one record.
+MAX_EVENTS_PER_REQUEST = 2_500
 # One parked SQS message: SQS takes 256 KiB; a little is kept back.
 MAX_PARK_BYTES = 256_000
 # Bounds on what an answer lists, so that it always fits Lambda's 6 MB response.
@@ -501,6 +511,14 @@ class Ingest:
             raise ApiError(400, ErrorCode.INVALID_JSON, str(error)) from None
         event_type = ROUTE_TYPES[path]
         events, batch_fields = _events_in(document, path, event_type)
+        if len(events) > MAX_EVENTS_PER_REQUEST:
+            # Before the size check below: it encodes every event.
+            raise ApiError(
+                413,
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"the batch holds {len(events)} events; the limit is {MAX_EVENTS_PER_REQUEST} per request;"
+                " send smaller batches",
+            )
         oversized = [
             Problem(i, "", f"the event is {size} bytes as compact JSON; the limit is {MAX_EVENT_BYTES} bytes")
             for i, size in enumerate(len(compact_json(e).encode("utf-8", "surrogatepass")) for e in events)

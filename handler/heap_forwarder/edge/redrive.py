@@ -45,6 +45,7 @@ COMES_BACK = {
     "unsupported": "comes back unless the playbook now maps this type or event",
     "heap_rule": "comes back unless the playbook was fixed",
     "heap_rejected": "comes back unless the playbook was fixed",
+    "too_large": "comes back: split the batch into messages of at most 2,500 events instead",
 }
 
 DEFAULT_VISIBILITY_TIMEOUT = 300
