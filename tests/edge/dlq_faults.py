@@ -14,7 +14,8 @@ from botocore.exceptions import ClientError
 
 class RefusingSqs:
     """Wraps a boto3 SQS client. ``refuse(entry)`` picks the SendMessageBatch entries to refuse,
-    each at most ``times`` times (None: always); ``raise_calls`` first batch calls raise instead.
+    each at most ``times`` times (None: always), as SQS's own fault unless ``sender_fault(entry)``;
+    the first ``raise_calls`` batch calls raise instead (a 503).
     ``calls`` records the message bodies of every SendMessageBatch call, in order."""
 
     def __init__(
@@ -23,11 +24,13 @@ class RefusingSqs:
         refuse: Callable[[dict[str, Any]], bool] = lambda entry: False,
         *,
         times: int | None = 1,
+        sender_fault: Callable[[dict[str, Any]], bool] = lambda entry: False,
         raise_calls: int = 0,
     ) -> None:
         self.sqs = sqs
         self.refuse = refuse
         self.times = times
+        self.sender_fault = sender_fault
         self.raise_calls = raise_calls
         self.calls: list[list[str]] = []
         self.refused: Counter[str] = Counter()
@@ -35,7 +38,10 @@ class RefusingSqs:
     def send_message_batch(self, *, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
         self.calls.append([entry["MessageBody"] for entry in Entries])
         if len(self.calls) <= self.raise_calls:
-            error = {"Error": {"Code": "ServiceUnavailable", "Message": "injected"}}
+            error = {
+                "Error": {"Code": "ServiceUnavailable", "Message": "injected"},
+                "ResponseMetadata": {"HTTPStatusCode": 503},
+            }
             raise ClientError(error, "SendMessageBatch")
         refused, passed = [], []
         for entry in Entries:
@@ -51,7 +57,12 @@ class RefusingSqs:
         response["Failed"] = [
             *response.get("Failed", []),
             *(
-                {"Id": entry["Id"], "SenderFault": False, "Code": "InternalError", "Message": "injected"}
+                {
+                    "Id": entry["Id"],
+                    "SenderFault": self.sender_fault(entry),
+                    "Code": "InvalidParameterValue" if self.sender_fault(entry) else "InternalError",
+                    "Message": "injected",
+                }
                 for entry in refused
             ),
         ]

@@ -90,8 +90,10 @@ def test_nothing_to_write_sends_nothing(aws) -> None:
 
 def test_a_failed_write_is_reported_not_raised(aws) -> None:
     missing = aws.dlq_url.rsplit("/", 1)[0] + "/no-such-queue"
-    writer = DeadLetterWriter(aws.sqs, missing, sleep=lambda seconds: None)
+    pauses: list[float] = []
+    writer = DeadLetterWriter(aws.sqs, missing, sleep=pauses.append)
     assert writer.write([letter(0), letter(1)]) == [False, False]
+    assert pauses == []  # no such queue: trying again would not change that
 
 
 # ---------------------------------------------------------------------------------- SQS refusing entries
@@ -107,6 +109,20 @@ def test_an_entry_sqs_refuses_once_is_sent_again_alone(aws) -> None:
     assert sqs.calls[1] == [letters[4].body]  # the refused one, and only it
     assert sorted(m.body for m in aws.dead_letters()) == sorted(x.body for x in letters)  # 10, not 19
     assert len(pauses) == 1
+
+
+def test_an_entry_sqs_refuses_as_the_senders_fault_is_not_sent_again(aws) -> None:
+    letters = [letter(n) for n in range(10)]
+    sqs = RefusingSqs(
+        aws.sqs,
+        lambda entry: entry["MessageBody"] in (letters[4].body, letters[6].body),
+        sender_fault=lambda entry: entry["MessageBody"] == letters[6].body,  # it would fail alike
+    )
+
+    written = DeadLetterWriter(sqs, aws.dlq_url, sleep=lambda seconds: None).write(letters)
+
+    assert written == [n != 6 for n in range(10)]
+    assert sqs.calls[1:] == [[letters[4].body]]
 
 
 def test_an_entry_sqs_keeps_refusing_is_reported_and_the_others_are_sent_once(aws) -> None:

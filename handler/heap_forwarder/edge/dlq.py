@@ -37,9 +37,11 @@ ATTR_LETTER_ID = "LetterId"
 
 # SQS refusing some entries of a batch (InternalError, throttling) is usually momentary: the
 # refused entries alone are sent again, a few times, before the caller falls back on keeping
-# the source for a later retry. The pauses stay well under a second in all.
+# the source for a later retry. The pauses stay well under a second in all. A refusal that
+# cannot change (SQS blames the sender: no such queue, access denied...) is not tried again.
 WRITE_ATTEMPTS = 3
 RETRY_PAUSE_SECONDS = 0.1
+_THROTTLED = frozenset({"Throttling", "ThrottlingException", "RequestThrottled"})
 
 
 class DeadLetter(NamedTuple):
@@ -104,25 +106,42 @@ class DeadLetterWriter:
         for attempt in range(self.attempts):
             if attempt:
                 self.sleep(self.pause_seconds * 2 ** (attempt - 1))
+            retry: set[int] = set()
             for batch in _batches(pending):
-                for i in self._send(batch):
+                taken, again = self._send(batch)
+                for i in taken:
                     written[i] = True
-            pending = [entry for entry in pending if not written[entry[0]]]
+                retry.update(again)
+            pending = [entry for entry in pending if entry[0] in retry]
             if not pending:
                 break
         return written
 
-    def _send(self, batch: list[tuple[int, str, DeadLetter]]) -> list[int]:
-        """The indexes of the letters of ``batch`` that SQS took."""
+    def _send(self, batch: list[tuple[int, str, DeadLetter]]) -> tuple[list[int], list[int]]:
+        """The indexes of the letters of ``batch`` that SQS took, and of those worth sending again."""
         entries = [
             {"Id": str(i), "MessageBody": body, "MessageAttributes": letter.attributes()}
             for i, body, letter in batch
         ]
         try:
             response = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
-        except (BotoCoreError, ClientError):
-            return []
-        return [int(success["Id"]) for success in response.get("Successful", [])]
+        except BotoCoreError:  # no answer (connection, timeout): it may well work next time
+            return [], [i for i, _, _ in batch]
+        except ClientError as error:
+            return [], [i for i, _, _ in batch] if _momentary(error) else []
+        taken = [int(success["Id"]) for success in response.get("Successful", [])]
+        again = [
+            int(failure["Id"]) for failure in response.get("Failed", []) if not failure.get("SenderFault")
+        ]
+        return taken, again
+
+
+def _momentary(error: ClientError) -> bool:
+    """SQS failed on its side (5xx) or throttled the call: a later try may succeed."""
+    response: dict[str, Any] = getattr(error, "response", None) or {}
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0
+    code = str((response.get("Error") or {}).get("Code", ""))
+    return int(status) >= 500 or code.rsplit(".", 1)[-1] in _THROTTLED
 
 
 def _batches(entries: list[tuple[int, str, DeadLetter]]) -> list[list[tuple[int, str, DeadLetter]]]:
