@@ -99,8 +99,8 @@ class DeadLetterWriter:
     def write(self, letters: Sequence[DeadLetter]) -> list[bool]:
         """Send each letter; True where SQS took it. A failure never raises: the caller retries.
 
-        Only the entries SQS refused (or those of a batch call that failed) are sent again: a
-        letter SQS took is never sent twice by one call."""
+        Only the entries SQS refused on its side (or those of a batch call that failed for a
+        reason that may pass) are sent again: a letter SQS took is never sent twice by one call."""
         written = [False] * len(letters)
         pending = [(i, _bounded(letter.body), letter) for i, letter in enumerate(letters)]
         for attempt in range(self.attempts):
