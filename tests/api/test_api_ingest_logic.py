@@ -6,9 +6,10 @@ stand-ins for Heap delivery, the DLQ and the retry queue.
 
 from __future__ import annotations
 
+import io
 import json
 import tracemalloc
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -38,6 +39,7 @@ from heap_forwarder.edge.ingest import (
     route_of,
     sqs_safe_json,
 )
+from heap_forwarder.edge.observability import logger
 from heap_forwarder.heap.items import HeapItem
 from heap_forwarder.mapping.engine import Mapper
 from heap_forwarder.mapping.loader import build_playbook
@@ -188,14 +190,15 @@ class ScriptedHeap:
 
 
 class MemoryDlq:
-    def __init__(self, works: bool = True) -> None:
+    def __init__(self, works: bool = True, refuses: frozenset[str] = frozenset()) -> None:
         self.works = works
+        self.refuses = refuses  # messageIds of the events whose letters it refuses
         self.letters: list[DeadLetter] = []
 
     def write(self, letters: Sequence[DeadLetter]) -> list[bool]:
-        if self.works:
-            self.letters.extend(letters)
-        return [self.works] * len(letters)
+        taken = [self.works and json.loads(x.body).get("messageId") not in self.refuses for x in letters]
+        self.letters.extend(x for x, ok in zip(letters, taken, strict=True) if ok)
+        return taken
 
 
 class MemoryQueue:
@@ -248,6 +251,88 @@ def test_a_rejected_event_the_dlq_refuses_is_parked_instead() -> None:
 
     assert answer.status == 202
     assert [e["messageId"] for e in queue.parked] == ["api-1"]
+
+
+def test_a_rejected_event_the_dlq_refuses_is_counted_only_as_parked() -> None:
+    heap = ScriptedHeap({"Refused": REFUSED})
+    dlq, queue = MemoryDlq(works=False), MemoryQueue()
+
+    answer = post(make_ingest(heap, dlq, queue), "/v1/batch", {"batch": [track(1, "Refused")]})
+
+    assert answer.status == 202
+    assert answer.body["rejected"] == []  # not in the DLQ: listing it would count it twice
+    assert answer.body["parked"] == 1
+    assert answer.body["delivered"] == 0
+
+
+def test_each_event_is_counted_once_when_the_dlq_takes_only_some_letters() -> None:
+    heap = ScriptedHeap({"Refused": REFUSED})
+    dlq, queue = MemoryDlq(refuses=frozenset({"api-3"})), MemoryQueue()
+    batch = [track(1), track(2, "Refused"), track(3, "Refused"), track(4)]
+
+    answer = post(make_ingest(heap, dlq, queue), "/v1/batch", {"batch": batch})
+
+    assert answer.status == 202
+    assert answer.body["delivered"] == 2
+    assert [r["messageId"] for r in answer.body["rejected"]] == ["api-2"]
+    assert [json.loads(letter.body)["messageId"] for letter in dlq.letters] == ["api-2"]
+    assert answer.body["parked"] == 1
+    assert [e["messageId"] for e in queue.parked] == ["api-3"]
+
+
+def test_each_letter_is_named_by_the_request_id_and_the_event_index() -> None:
+    heap = ScriptedHeap({"Refused": REFUSED})
+    dlq = MemoryDlq()
+    event = request_event("/v1/batch", {"batch": [track(1), track(2, "Refused"), track(3, "Refused")]})
+    request_id = event["requestContext"]["requestId"]
+
+    make_ingest(heap, dlq, MemoryQueue()).handle(event, 10.0)
+
+    assert [letter.letter_id for letter in dlq.letters] == [f"{request_id}:1", f"{request_id}:2"]
+    assert all(letter.source_record_id == request_id for letter in dlq.letters)
+
+
+MARKER = "leaky.person@example.com"
+
+
+@pytest.fixture
+def log_text() -> Iterator[io.StringIO]:
+    """What the Powertools logger writes (to the stdout it found at import)."""
+    handler = logger.registered_handler
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)
+    try:
+        yield buffer
+    finally:
+        handler.setStream(previous)
+
+
+def test_heaps_own_text_goes_to_the_letter_and_the_answer_never_to_the_logs(log_text: io.StringIO) -> None:
+    heap = ScriptedHeap(
+        {
+            "Refused": rejected(
+                ErrorClass.HEAP_REJECTED, "HTTP 400 from Heap", f"HTTP 400: {MARKER} refused"
+            ),
+            "Later": retryable(ErrorClass.TRANSIENT, "HTTP 503 from Heap", f"HTTP 503: {MARKER} later"),
+        }
+    )
+    dlq, queue = MemoryDlq(), MemoryQueue()
+
+    answer = post(
+        make_ingest(heap, dlq, queue), "/v1/batch", {"batch": [track(1, "Refused"), track(2, "Later")]}
+    )
+
+    assert answer.status == 202
+    (listed,) = answer.body["rejected"]
+    assert listed["reason"] == f"HTTP 400: {MARKER} refused"
+    (letter,) = dlq.letters
+    assert letter.reason == f"HTTP 400: {MARKER} refused"
+    lines = [json.loads(line) for line in log_text.getvalue().splitlines() if line.strip()]
+    assert {line["message"] for line in lines} >= {
+        "event parked in the DLQ",
+        "events parked for later delivery",
+    }
+    assert MARKER not in log_text.getvalue()
 
 
 def test_nothing_delivered_nothing_parked_is_503() -> None:

@@ -154,6 +154,18 @@ def test_events_heap_refuses_are_listed_and_dead_lettered(api: Api) -> None:
     assert api.parked() == []
 
 
+def test_a_refused_events_letter_is_named_by_the_request_and_the_event_index(api: Api) -> None:
+    """LetterId: the same event dead-lettered twice has twins with one id, which redrive moves once."""
+    api.sandbox.emulator.reject_event_names(["Refused Event"])
+    event = request_event("/v1/batch", {"batch": [track(1), track(2), track(3, "Refused Event")]})
+
+    answer = api.invoke(event)
+
+    assert answer.status == 200, answer.body
+    (letter,) = api.queue("DeadLetterQueue")
+    assert letter.attributes["LetterId"] == f"{event['requestContext']['requestId']}:2"
+
+
 # ------------------------------------------------------------------------------------ 202
 def test_heap_down_parks_the_events_and_the_consumer_delivers_them_once(api: Api) -> None:
     """Heap unavailable: 202, one {"batch": [...]} message; the consumer delivers each event once."""

@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import pytest
+from dlq_faults import RefusingSqs
 
 from heap_forwarder.edge.config import ConfigurationError, Settings
 from heap_forwarder.edge.consumer import MAX_EVENTS_PER_RECORD, BackoffPolicy, read_records
+from heap_forwarder.edge.dlq import DeadLetterWriter
 from heap_forwarder.edge.ingest import MAX_EVENTS_PER_REQUEST
 from heap_forwarder.edge.parameters import ParameterStore
 from heap_forwarder.edge.runtime import Runtime
 from heap_forwarder.heap.client import HeapClient
-from heap_forwarder.outcome import ErrorClass
+from heap_forwarder.heap.items import HeapItem
+from heap_forwarder.mapping.engine import Mapper
+from heap_forwarder.outcome import DELIVERED, ErrorClass, Outcome, rejected, retryable
+from heap_forwarder.pipeline import Pipeline
 
 
 def failures(response: dict) -> list[str]:
@@ -239,6 +247,136 @@ def test_a_record_stays_queued_when_the_dlq_refuses_its_letter(aws, emulator, ma
     response = make_consumer(dlq_url=missing_dlq).handle(event, 30.0)
     assert failures(response) == [ids(event)[1]]  # kept rather than lost
     assert [e["idempotency_key"] for e in emulator.tracked_events()] == ["msg-1"]
+
+
+# ---------------------------------------------------------------------------------- one letter per event
+def test_a_dead_letter_sqs_refuses_once_is_written_again_alone(aws, emulator, make_consumer, kit) -> None:
+    bad = [kit.track(n, anonymousId=None, userId=None) for n in range(10)]
+    event = aws.lambda_event(kit.body(*bad))
+    consumer = make_consumer()
+    sqs = RefusingSqs(aws.sqs, lambda entry: json.loads(entry["MessageBody"])["messageId"] == "msg-4")
+    consumer.dead_letters = DeadLetterWriter(sqs, aws.dlq_url, sleep=lambda seconds: None)
+
+    response = consumer.handle(event, 30.0)
+
+    assert response == {"batchItemFailures": []}  # settled: no redelivery, hence no second copies
+    letters = aws.dead_letters()
+    assert sorted(letter.event()["messageId"] for letter in letters) == [f"msg-{n}" for n in range(10)]
+    assert [len(call) for call in sqs.calls] == [10, 1]
+    assert json.loads(sqs.calls[1][0])["messageId"] == "msg-4"
+
+
+def test_when_the_dlq_keeps_refusing_a_letter_only_its_record_is_retried(
+    aws, emulator, make_consumer, kit
+) -> None:
+    bad = [kit.track(n, anonymousId=None, userId=None) for n in range(10)]
+    event = aws.lambda_event(kit.body(*bad), kit.body(kit.raw("alias")))
+    consumer = make_consumer()
+    sqs = RefusingSqs(
+        aws.sqs, lambda entry: json.loads(entry["MessageBody"])["messageId"] == "msg-4", times=None
+    )
+    consumer.dead_letters = DeadLetterWriter(sqs, aws.dlq_url, sleep=lambda seconds: None)
+
+    response = consumer.handle(event, 30.0)
+
+    assert failures(response) == [ids(event)[0]]  # the record of the refused letter, not the alias's
+    sent = Counter(json.loads(body)["messageId"] for call in sqs.calls for body in call)
+    assert sent["msg-4"] > 1  # tried again in the invocation, alone:
+    assert all(n == 1 for key, n in sent.items() if key != "msg-4")  # the accepted letters never resent
+    kept = sorted(letter.event()["messageId"] for letter in aws.dead_letters())
+    assert kept == sorted([f"msg-{n}" for n in range(10) if n != 4] + [kit.raw("alias")["messageId"]])
+
+    # The redelivery writes the record's letters again: twins, with the same LetterId.
+    consumer.dead_letters = DeadLetterWriter(aws.sqs, aws.dlq_url)
+    assert consumer.handle(aws.receive(1), 30.0) == {"batchItemFailures": []}
+    letter_ids = Counter(
+        letter.attributes["LetterId"]
+        for letter in aws.dead_letters()
+        if letter.attributes["SourceRecordId"] == ids(event)[0]
+    )
+    assert letter_ids == {f"{ids(event)[0]}:{n}": 1 if n == 4 else 2 for n in range(10)}
+
+
+def test_each_letter_carries_a_stable_id_from_its_record_and_position(
+    aws, emulator, make_consumer, kit
+) -> None:
+    event = aws.lambda_event(
+        kit.body(kit.track(1, anonymousId=None, userId=None), kit.track(2), kit.raw("alias")),
+        '{"not json',
+        kit.body(kit.raw("alias")),
+    )
+    record_ids = ids(event)
+
+    assert make_consumer().handle(event, 30.0) == {"batchItemFailures": []}
+
+    assert sorted(letter.attributes["LetterId"] for letter in aws.dead_letters()) == sorted(
+        [f"{record_ids[0]}:0", f"{record_ids[0]}:2", f"{record_ids[1]}:record", f"{record_ids[2]}:0"]
+    )
+
+
+def test_a_record_parked_whole_on_its_last_receive_has_a_whole_record_letter_id(
+    aws, emulator, make_consumer, kit
+) -> None:
+    def broken():
+        raise ConfigurationError("HEAP_APP_ID_PARAMETER is not set")
+
+    event = with_receive_count(aws.lambda_event(kit.body(kit.track(1))), kit.TEST_MAX_RECEIVE_COUNT)
+
+    assert make_consumer(pipeline_factory=broken).handle(event, 30.0) == {"batchItemFailures": []}
+
+    (letter,) = aws.dead_letters()
+    assert letter.attributes["LetterId"] == f"{ids(event)[0]}:record"
+
+
+# ---------------------------------------------------------------------------------- reasons that don't leak
+MARKER = "leaky.person@example.com"
+
+
+class ScriptedHeap:
+    """Delivery that answers each item by its event's name, with Heap's text as the detail."""
+
+    def __init__(self, fates: Mapping[str, Outcome]) -> None:
+        self.fates = fates
+
+    def deliver(
+        self, items: Sequence[HeapItem], request_fields: Mapping[str, Any], *, deadline: float | None = None
+    ) -> list[Outcome]:
+        return [self.fates.get(str(item.body.get("event")), DELIVERED) for item in items]
+
+
+def test_heaps_own_text_goes_to_the_letters_and_never_to_the_logs(
+    aws, make_consumer, kit, playbook, logs
+) -> None:
+    heap = ScriptedHeap(
+        {
+            "Refused": rejected(
+                ErrorClass.HEAP_REJECTED, "HTTP 400 from Heap", f"HTTP 400 from Heap: {MARKER} is not allowed"
+            ),
+            "Flaky": retryable(ErrorClass.TRANSIENT, "HTTP 503 from Heap", f"HTTP 503 from Heap: {MARKER}"),
+        }
+    )
+    mapper = Mapper(playbook, {"MY_APP_ID": kit.APP_ID})
+    event = aws.lambda_event(
+        kit.body(kit.track(1, "Refused")), kit.body(kit.track(2, "Flaky")), kit.body(kit.track(3, "Flaky"))
+    )
+    event["Records"][2]["attributes"]["ApproximateReceiveCount"] = str(kit.TEST_MAX_RECEIVE_COUNT)
+
+    response = make_consumer(pipeline_factory=lambda: Pipeline(mapper, heap)).handle(event, 30.0)
+
+    assert failures(response) == [ids(event)[1]]
+    reasons = {letter.event()["messageId"]: letter.reason for letter in aws.dead_letters()}
+    assert reasons == {
+        "msg-1": f"HTTP 400 from Heap: {MARKER} is not allowed",
+        "msg-3": f"retries exhausted: HTTP 503 from Heap: {MARKER}",
+    }
+    parked = [r for r in logs.records() if r["message"] == "event parked in the DLQ"]
+    assert sorted(r["reason"] for r in parked) == [
+        "HTTP 400 from Heap",
+        "retries exhausted: HTTP 503 from Heap",
+    ]
+    (retry,) = [r for r in logs.records() if r["message"] == "records left for retry"]
+    assert retry["first_cause"] == "HTTP 503 from Heap"
+    assert MARKER not in logs.text()
 
 
 # ---------------------------------------------------------------------------------- backoff

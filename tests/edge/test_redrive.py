@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from dlq_faults import RefusingSqs
 
 from heap_forwarder.cli import main
 from heap_forwarder.edge import dlq
@@ -91,6 +92,7 @@ def queues(aws_env: None) -> Iterator[Queues]:
 def test_reads_the_attributes_the_dlq_writer_writes() -> None:
     assert redrive_module.ATTR_ERROR_CLASS == dlq.ATTR_ERROR_CLASS
     assert redrive_module.ATTR_REASON == dlq.ATTR_REASON
+    assert redrive_module.ATTR_LETTER_ID == dlq.ATTR_LETTER_ID
     assert set(REASON_CLASSES) == {str(c) for c in ErrorClass if c is not ErrorClass.NONE} | {"unknown"}
 
 
@@ -358,6 +360,83 @@ def test_filtered_letters_are_released_even_when_the_run_is_interrupted() -> Non
     with pytest.raises(KeyboardInterrupt):
         redrive(sqs, "dlq", "main", reasons=["retries_exhausted"], progress=interrupt)
     assert sqs.released == ["a#1"]
+
+
+# ---------------------------------------------------------------------------------- twins
+def park_copies(
+    queues: Queues, letter_ids: list[str | None], error_class: ErrorClass = ErrorClass.HEAP_REJECTED
+) -> None:
+    """Dead-letter one letter per entry as the consumer does: the same id, the same event (twins,
+    as a redelivered record writes them); None: a letter without a LetterId (its event ``none``)."""
+    letters = [
+        DeadLetter(
+            json.dumps({"type": "track", "event": "Order Completed", "messageId": letter_id or "none"}),
+            error_class,
+            "HTTP 400 from Heap",
+            (letter_id or "record-x").split(":")[0],
+            "2024-06-10T14:05:40Z",
+            letter_id=letter_id or "",
+        )
+        for letter_id in letter_ids
+    ]
+    assert all(DeadLetterWriter(queues.sqs, queues.dlq).write(letters))
+
+
+def moved_ids(queues: Queues) -> list[str]:
+    return sorted(json.loads(m["Body"])["messageId"] for m in queues.take(queues.main))
+
+
+def test_one_letter_per_id_is_moved_and_its_twins_are_deleted(queues: Queues) -> None:
+    # 9 events written 22 times over (twins across receive batches), and two letters without an
+    # id that happen to hold the same event: those are moved each, as before LetterId existed.
+    park_copies(queues, [f"record-{n % 3}:{n % 9}" for n in range(22)] + [None, None])
+    lines: list[str] = []
+
+    report = queues.run(progress=lines.append)
+
+    assert report.ok
+    assert (report.moved, report.twins, report.failed) == (11, 13, 0)
+    assert moved_ids(queues) == sorted([f"record-{n % 3}:{n}" for n in range(9)] + ["none", "none"])
+    assert queues.counts(queues.dlq) == (0, 0)  # the twins are gone too
+    assert lines[-1] == "moved 11 / skipped 0 / deleted 13 twin(s) (heap_rejected: 11)"
+    assert "deleted 13 twin(s)" in report.summary()
+
+
+def test_dry_run_reports_the_twins_it_would_delete(queues: Queues) -> None:
+    park_copies(queues, ["record-1:0", "record-1:0", "record-1:1", None])
+
+    report = queues.run(dry_run=True)
+
+    assert (report.moved, report.twins) == (3, 1)
+    assert "would delete 1 twin(s)" in report.summary()
+    assert queues.counts(queues.dlq) == (4, 0)  # nothing changed
+    assert queues.counts(queues.main) == (0, 0)
+
+
+def test_only_twins_that_pass_the_filters_are_deleted(queues: Queues) -> None:
+    park_copies(queues, ["record-1:0", "record-1:0"], ErrorClass.RETRIES_EXHAUSTED)
+    park_copies(queues, ["record-1:0"], ErrorClass.HEAP_REJECTED)
+
+    report = queues.run(reasons=["retries_exhausted"])
+
+    assert (report.moved, report.twins, report.skipped) == (1, 1, 1)
+    assert moved_ids(queues) == ["record-1:0"]
+    (left,) = queues.take(queues.dlq)
+    assert left["MessageAttributes"]["ErrorClass"]["StringValue"] == "heap_rejected"
+
+
+def test_twins_stay_when_the_main_queue_refuses_their_letter(queues: Queues) -> None:
+    park_copies(queues, ["record-1:0", "record-1:0", "record-2:0", "record-2:0"])
+    refused = json.dumps({"type": "track", "event": "Order Completed", "messageId": "record-1:0"})
+    sqs = RefusingSqs(queues.sqs, lambda entry: entry["MessageBody"] == refused, times=None)
+
+    report = redrive(sqs, queues.dlq, queues.main, wait_seconds=0)
+
+    assert (report.moved, report.twins, report.failed) == (1, 1, 2)
+    assert not report.ok
+    assert moved_ids(queues) == ["record-2:0"]
+    kept = queues.take(queues.dlq)  # both copies of the refused event: the next run moves one
+    assert [m["Body"] for m in kept] == [refused, refused]
 
 
 # ---------------------------------------------------------------------------------- progress

@@ -153,13 +153,17 @@ class Consumer:
 
     def _settle(self, records: Sequence[_Record], outcomes: Sequence[Outcome]) -> dict[str, Any]:
         letters: list[DeadLetter] = []
+        # What each letter's log line may say: the outcome's reason, never the letter's (that
+        # one may carry Heap's own text, which can echo event data).
+        letter_outcomes: list[Outcome] = []
         letter_owner: list[str] = []
         to_retry: dict[str, str] = {}
         delivered = retried = 0
         config_faults = 0
         for record in records:
             if record.unreadable is not None:
-                letters.append(self._letter(record, record.body, record.unreadable))
+                letters.append(self._letter(record, record.body, record.unreadable, WHOLE_RECORD))
+                letter_outcomes.append(record.unreadable)
                 letter_owner.append(record.message_id)
                 continue
             mine = [outcomes[p] for p in record.positions]
@@ -171,15 +175,12 @@ class Consumer:
                 retried += len(retryable)
                 to_retry[record.message_id] = retryable[0].reason
                 continue  # rejected siblings wait until the record settles: one DLQ letter each
-            for event, outcome in zip(record.events, mine, strict=True):
+            for position, (event, outcome) in enumerate(zip(record.events, mine, strict=True)):
                 if outcome.fate is Fate.DELIVERED:
                     continue
-                final = outcome
-                if outcome.fate is Fate.RETRYABLE:
-                    final = Outcome(
-                        Fate.REJECTED, ErrorClass.RETRIES_EXHAUSTED, f"retries exhausted: {outcome.reason}"
-                    )
-                letters.append(self._letter(record, _event_text(event), final))
+                final = _exhausted(outcome) if outcome.fate is Fate.RETRYABLE else outcome
+                letters.append(self._letter(record, _event_text(event), final, str(position)))
+                letter_outcomes.append(final)
                 letter_owner.append(record.message_id)
 
         if config_faults:
@@ -188,19 +189,21 @@ class Consumer:
             )
             count("ConfigurationFaults", 1)
         written = self.dead_letters.write(letters) if letters else []
-        for letter, owner, ok in zip(letters, letter_owner, written, strict=True):
+        for outcome, owner, ok in zip(letter_outcomes, letter_owner, written, strict=True):
             if ok:
                 logger.warning(
                     "event parked in the DLQ",
                     extra={
                         "sqs_message_id": owner,
-                        "error_class": str(letter.error_class),
-                        "reason": letter.reason,
+                        "error_class": str(outcome.error_class),
+                        "reason": outcome.reason,
                     },
                 )
-                count(f"EventsRejected.{letter.error_class}", 1)
+                count(f"EventsRejected.{outcome.error_class}", 1)
             else:
-                # The DLQ refused it: keep the record in the queue rather than lose the event.
+                # The DLQ refused it even after the writer's own retries: keep the record in the
+                # queue rather than lose the event. Its letters SQS did take are written again
+                # on the redelivery, with the same LetterId: redrive moves one per id.
                 to_retry.setdefault(owner, "dead-letter queue write failed")
         rejected_count = sum(written)
         count("EventsDelivered", delivered)
@@ -215,7 +218,7 @@ class Consumer:
         exhausted = [r for r in records if r.receive_count >= self.max_receive_count]
         outcome = Outcome(Fate.REJECTED, ErrorClass.RETRIES_EXHAUSTED, f"retries exhausted: {cause}")
         written = (
-            self.dead_letters.write([self._letter(r, r.body, outcome) for r in exhausted])
+            self.dead_letters.write([self._letter(r, r.body, outcome, WHOLE_RECORD) for r in exhausted])
             if exhausted
             else []
         )
@@ -224,9 +227,16 @@ class Consumer:
         retry = [r for r in records if r.message_id not in parked]
         return self._retry(retry, {r.message_id: cause for r in retry})
 
-    def _letter(self, record: _Record, body: str, outcome: Outcome) -> DeadLetter:
+    def _letter(self, record: _Record, body: str, outcome: Outcome, position: str) -> DeadLetter:
+        """The letter of one event of ``record`` (``position``: its index in the record's body) or
+        of the whole record (``WHOLE_RECORD``). It carries the full reason, Heap's text included."""
         return DeadLetter(
-            body, outcome.error_class, outcome.full_reason, record.message_id, record.first_seen
+            body,
+            outcome.error_class,
+            outcome.full_reason,
+            record.message_id,
+            record.first_seen,
+            letter_id=f"{record.message_id}:{position}",
         )
 
     def _retry(self, records: Sequence[_Record], causes: Mapping[str, str]) -> dict[str, Any]:
@@ -258,6 +268,21 @@ class Consumer:
             except (BotoCoreError, ClientError) as error:
                 # The queue's own visibility timeout still brings the records back: log, go on.
                 logger.warning("could not extend visibility timeouts", extra={"cause": type(error).__name__})
+
+
+# The position part of the LetterId of a letter that holds a whole record (its body could not be
+# read as events, or the pipeline never saw it): ``<messageId>:record``. A letter of one event
+# has the event's index in the record's body instead (``<messageId>:0``, ``:1``...).
+WHOLE_RECORD = "record"
+
+
+def _exhausted(outcome: Outcome) -> Outcome:
+    """A still-retryable outcome on the record's last receive, as its letter says it: the safe
+    reason for the logs, and Heap's own text (when there is one) for the letter."""
+    detail = f"retries exhausted: {outcome.detail}" if outcome.detail else ""
+    return Outcome(
+        Fate.REJECTED, ErrorClass.RETRIES_EXHAUSTED, f"retries exhausted: {outcome.reason}", detail
+    )
 
 
 def _event_text(event: Any) -> str:

@@ -1,15 +1,21 @@
 """The dead-letter queue writer: every message says why it is there.
 
 The body is the original event (or the raw body when it was not JSON); message attributes
-carry the reason: error class, message, source record id, first-seen time. Redrive
-(``heap-forwarder redrive``) reads the same attributes to filter by reason.
+carry the reason: error class, message, source record id, first-seen time, and a letter id
+that stays the same when the same event is dead-lettered again. Redrive
+(``heap-forwarder redrive``) reads the same attributes to filter by reason and to move one
+letter per id.
+
+The ``Reason`` attribute may hold Heap's own text (``Outcome.full_reason``), which can echo
+event data: it goes where the event goes (the letter), never into a log line.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -27,49 +33,115 @@ ATTR_REASON = "Reason"
 ATTR_SOURCE_RECORD = "SourceRecordId"
 ATTR_FIRST_SEEN = "FirstSeen"
 ATTR_ENTRY = "EntryPoint"
+ATTR_LETTER_ID = "LetterId"
+
+# SQS refusing some entries of a batch (InternalError, throttling) is usually momentary: the
+# refused entries alone are sent again, a few times, before the caller falls back on keeping
+# the source for a later retry. The pauses stay well under a second in all. A refusal that
+# cannot change (SQS blames the sender: no such queue, access denied...) is not tried again.
+WRITE_ATTEMPTS = 3
+RETRY_PAUSE_SECONDS = 0.1
+_THROTTLED = frozenset({"Throttling", "ThrottlingException", "RequestThrottled"})
 
 
 class DeadLetter(NamedTuple):
+    """One event (or one unreadable record) for the DLQ.
+
+    ``reason`` is what the letter carries: the outcome's ``full_reason``, Heap's own text
+    included; log lines take the outcome's ``reason`` instead. ``letter_id`` names the event at
+    its source (``<sqs messageId>:<position>``, ``<sqs messageId>:record``,
+    ``<api requestId>:<index>``), so that a letter written again on a redelivery has a twin
+    with the same id; empty: no ``LetterId`` attribute.
+    """
+
     body: str
     error_class: ErrorClass
     reason: str
     source_record_id: str
     first_seen: str
     entry_point: str = "sqs"
+    letter_id: str = ""
 
     def attributes(self) -> dict[str, dict[str, str]]:
         def text(value: str) -> dict[str, str]:
             return {"DataType": "String", "StringValue": value or "-"}
 
-        return {
+        attributes = {
             ATTR_ERROR_CLASS: text(str(self.error_class)),
             ATTR_REASON: text(self.reason[:MAX_REASON]),
             ATTR_SOURCE_RECORD: text(self.source_record_id),
             ATTR_FIRST_SEEN: text(self.first_seen),
             ATTR_ENTRY: text(self.entry_point),
         }
+        if self.letter_id:
+            # Left out rather than "-" when unknown: letters without an id must never be
+            # taken for twins of one another by redrive.
+            attributes[ATTR_LETTER_ID] = text(self.letter_id)
+        return attributes
 
 
 class DeadLetterWriter:
-    def __init__(self, sqs_client: Any, queue_url: str) -> None:
+    def __init__(
+        self,
+        sqs_client: Any,
+        queue_url: str,
+        *,
+        attempts: int = WRITE_ATTEMPTS,
+        pause_seconds: float = RETRY_PAUSE_SECONDS,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.sqs = sqs_client
         self.queue_url = queue_url
+        self.attempts = max(1, attempts)
+        self.pause_seconds = pause_seconds
+        self.sleep = sleep
 
     def write(self, letters: Sequence[DeadLetter]) -> list[bool]:
-        """Send each letter; True where SQS took it. A failure never raises: the caller retries."""
+        """Send each letter; True where SQS took it. A failure never raises: the caller retries.
+
+        Only the entries SQS refused on its side (or those of a batch call that failed for a
+        reason that may pass) are sent again: a letter SQS took is never sent twice by one call."""
         written = [False] * len(letters)
-        for batch in _batches([(i, _bounded(letter.body), letter) for i, letter in enumerate(letters)]):
-            entries = [
-                {"Id": str(i), "MessageBody": body, "MessageAttributes": letter.attributes()}
-                for i, body, letter in batch
-            ]
-            try:
-                response = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
-            except (BotoCoreError, ClientError):
-                continue
-            for success in response.get("Successful", []):
-                written[int(success["Id"])] = True
+        pending = [(i, _bounded(letter.body), letter) for i, letter in enumerate(letters)]
+        for attempt in range(self.attempts):
+            if attempt:
+                self.sleep(self.pause_seconds * 2 ** (attempt - 1))
+            retry: set[int] = set()
+            for batch in _batches(pending):
+                taken, again = self._send(batch)
+                for i in taken:
+                    written[i] = True
+                retry.update(again)
+            pending = [entry for entry in pending if entry[0] in retry]
+            if not pending:
+                break
         return written
+
+    def _send(self, batch: list[tuple[int, str, DeadLetter]]) -> tuple[list[int], list[int]]:
+        """The indexes of the letters of ``batch`` that SQS took, and of those worth sending again."""
+        entries = [
+            {"Id": str(i), "MessageBody": body, "MessageAttributes": letter.attributes()}
+            for i, body, letter in batch
+        ]
+        try:
+            response = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        except BotoCoreError:  # no answer (connection, timeout): it may well work next time
+            return [], [i for i, _, _ in batch]
+        except ClientError as error:
+            return [], [i for i, _, _ in batch] if _momentary(error) else []
+        taken = [int(success["Id"]) for success in response.get("Successful", [])]
+        again = [
+            int(failure["Id"]) for failure in response.get("Failed", []) if not failure.get("SenderFault")
+        ]
+        return taken, again
+
+
+def _momentary(error: ClientError) -> bool:
+    """SQS failed on its side (5xx) or throttled the call: a later try may succeed."""
+    response: dict[str, Any] = getattr(error, "response", None) or {}
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0
+    code = str((response.get("Error") or {}).get("Code", ""))
+    return int(status) >= 500 or code.rsplit(".", 1)[-1] in _THROTTLED
 
 
 def _batches(entries: list[tuple[int, str, DeadLetter]]) -> list[list[tuple[int, str, DeadLetter]]]:

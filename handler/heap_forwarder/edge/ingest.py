@@ -123,7 +123,7 @@ class RejectedEvent(BaseModel):
     index: int
     messageId: str | None
     error: str = Field(description="Error class, e.g. heap_rejected.")
-    reason: str
+    reason: str = Field(description="Why, with Heap's own answer when it gave one.")
 
 
 class Accepted(BaseModel):
@@ -133,9 +133,15 @@ class Accepted(BaseModel):
     delivered: int = Field(description="Events Heap accepted during this request.")
     rejected: list[RejectedEvent] = Field(
         default_factory=list,
-        description=f"Events Heap refused, with the reason (at most {MAX_REJECTED_LISTED} listed).",
+        description=f"Events Heap refused, with the reason, each kept in the dead-letter queue "
+        f"(at most {MAX_REJECTED_LISTED} listed).",
     )
-    parked: int = Field(0, description="Events parked in the retry queue; the consumer delivers them later.")
+    parked: int = Field(
+        0,
+        description="Events parked in the retry queue; the consumer delivers them later. An event is "
+        "counted once: delivered, rejected or parked (a refused event the dead-letter queue could not "
+        "take is parked, not listed as rejected).",
+    )
 
 
 # Request bodies of the single-event routes: the event models with ``type`` implied by the route.
@@ -606,10 +612,13 @@ class Ingest:
         return ApiResponse(202, Accepted(delivered=0, parked=len(request.events)).model_dump(mode="json"))
 
     def _settle(self, request: IngestRequest, outcomes: Sequence[Outcome]) -> ApiResponse:
+        """Each event counted once: delivered, or rejected (its letter is in the DLQ), or parked."""
         events = request.events
         delivered = sum(1 for o in outcomes if o.fate is Fate.DELIVERED)
-        rejected = [(i, o) for i, o in enumerate(outcomes) if o.fate is Fate.REJECTED]
+        refused = [(i, o) for i, o in enumerate(outcomes) if o.fate is Fate.REJECTED]
         to_park = [i for i, o in enumerate(outcomes) if o.fate is Fate.RETRYABLE]
+        # Log lines and the 503 message take the outcome's reason: its detail (Heap's own text)
+        # may echo event data, and goes only to the letter and the ``rejected`` listing.
         first_cause = next((outcomes[i].reason for i in to_park), "")
 
         letters = [
@@ -620,12 +629,15 @@ class Ingest:
                 request.request_id,
                 request.received_at,
                 "api",
+                letter_id=f"{request.request_id}:{i}",
             )
-            for i, o in rejected
+            for i, o in refused
         ]
         written = self.dead_letters.write(letters) if letters else []
-        for (i, o), ok in zip(rejected, written, strict=True):
+        rejected: list[tuple[int, Outcome]] = []
+        for (i, o), ok in zip(refused, written, strict=True):
             if ok:
+                rejected.append((i, o))
                 logger.warning(
                     "event parked in the DLQ",
                     extra={
@@ -637,6 +649,7 @@ class Ingest:
                 count(f"EventsRejected.{o.error_class}", 1)
             else:
                 # The DLQ refused it: the consumer will meet the same refusal and dead-letter it.
+                # It is answered as parked, not as rejected: it is not in the DLQ (yet).
                 to_park.append(i)
                 first_cause = first_cause or "dead-letter queue write failed"
         to_park.sort()
@@ -658,8 +671,8 @@ class Ingest:
             )
         status = 202 if to_park else 200
         count("EventsDelivered", delivered)
-        count("EventsRejected", sum(written))
-        count("DlqWrites", sum(written))
+        count("EventsRejected", len(rejected))
+        count("DlqWrites", len(rejected))
         count("EventsParked", len(to_park))
         count(f"ApiResponses.{status}", 1)
         answer = Accepted(

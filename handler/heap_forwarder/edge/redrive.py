@@ -6,6 +6,12 @@ drops any event it already holds. The DLQ writer's message attributes (``ErrorCl
 ``Reason``) drive the filters. A message leaves the DLQ only after the main queue took it;
 the ones filtered out, left beyond ``--max`` or that failed are made visible again at the end.
 
+The same event can be in the DLQ twice: when the DLQ refused one letter of a record, the
+record is redelivered and its other letters are written again. Such twins share their
+``LetterId``; a run moves one letter per id and deletes the twins it meets once that one is in
+the main queue. Letters without a ``LetterId`` (written before it existed, or moved by SQS
+itself) are each moved, as before.
+
 This uses ReceiveMessage / SendMessage / DeleteMessage rather than SQS's own message-move
 tasks, so that it can filter by reason, show what it does, and run against moto.
 
@@ -29,6 +35,7 @@ from heap_forwarder.outcome import ErrorClass
 # The DLQ writer's attribute names (heap_forwarder.edge.dlq; not imported: it needs botocore).
 ATTR_ERROR_CLASS = "ErrorClass"
 ATTR_REASON = "Reason"
+ATTR_LETTER_ID = "LetterId"
 # Added to every redriven message (the consumer ignores message attributes).
 ATTR_REDRIVEN_FROM = "RedrivenFrom"
 ATTR_REDRIVE_COUNT = "RedriveCount"
@@ -67,8 +74,9 @@ class RedriveReport:
 
     dry_run: bool
     moved: int = 0  # sent to the main queue and deleted from the DLQ (dry run: would be)
+    twins: int = 0  # deleted from the DLQ: another letter with their LetterId was moved (dry run: would be)
     skipped: int = 0  # filtered out by --reason / --match
-    failed: int = 0  # the main queue refused them: still in the DLQ
+    failed: int = 0  # the main queue refused them (or their twin): still in the DLQ
     left: int = 0  # selected, but beyond --max: still in the DLQ
     not_deleted: int = 0  # sent, but the DLQ delete failed: they will be redriven again (harmless)
     by_reason: Counter[str] = field(default_factory=Counter)  # moved (would move) per ErrorClass
@@ -84,6 +92,8 @@ class RedriveReport:
     def progress_line(self) -> str:
         verb = "would move" if self.dry_run else "moved"
         parts = [f"{verb} {self.moved}", f"skipped {self.skipped}"]
+        if self.twins:
+            parts.append(f"{'would delete' if self.dry_run else 'deleted'} {self.twins} twin(s)")
         if self.failed:
             parts.append(f"failed {self.failed}")
         if self.left:
@@ -102,6 +112,11 @@ class RedriveReport:
             hint = f"  ({COMES_BACK[error_class]})" if self.dry_run and error_class in COMES_BACK else ""
             lines.append(f"  {error_class}: {number}{hint}")
             lines.extend(f"      e.g. {sample}" for sample in self.samples.get(error_class, []))
+        if self.twins:
+            verb = "would delete" if self.dry_run else "deleted"
+            lines.append(
+                f"{verb} {self.twins} twin(s): second copies of letters moved in this run (same LetterId)"
+            )
         if self.skipped:
             lines.append(
                 f"skipped (filtered out, still in the DLQ): {self.skipped} "
@@ -134,6 +149,7 @@ class _Letter:
     error_class: str
     reason: str
     redrive_count: int
+    letter_id: str = ""  # empty: no LetterId, never anyone's twin
 
     @classmethod
     def of(cls, message: Mapping[str, Any]) -> _Letter:
@@ -145,6 +161,7 @@ class _Letter:
 
         error_class = text(ATTR_ERROR_CLASS).strip()
         reason = text(ATTR_REASON)
+        letter_id = text(ATTR_LETTER_ID).strip()
         try:
             count = max(0, int(text(ATTR_REDRIVE_COUNT) or 0))
         except ValueError:
@@ -156,6 +173,7 @@ class _Letter:
             error_class=error_class if error_class not in ("", "-") else UNKNOWN_CLASS,
             reason="" if reason == "-" else reason,
             redrive_count=count,
+            letter_id="" if letter_id == "-" else letter_id,
         )
 
     def attributes(self) -> dict[str, dict[str, str]]:
@@ -216,6 +234,8 @@ class _Redrive:
     seen: set[str] = field(default_factory=set)
     # message id -> its latest receipt handle: made visible again at the end
     held: dict[str, str] = field(default_factory=dict)
+    # LetterIds of the letters moved in this run (dry run: that would be): the next with one is a twin
+    moved_ids: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.report = RedriveReport(dry_run=self.dry_run)
@@ -274,29 +294,48 @@ class _Redrive:
     def _batch(self, letters: Sequence[_Letter]) -> None:
         report = self.report
         chosen: list[_Letter] = []
+        chosen_ids: set[str] = set()
+        twins: list[_Letter] = []
         for letter in letters:
             if not self._selected(letter):
                 report.skipped += 1
                 report.skipped_by_reason[letter.error_class] += 1
                 self.held[letter.message_id] = letter.receipt_handle
+            elif letter.letter_id and (letter.letter_id in self.moved_ids or letter.letter_id in chosen_ids):
+                twins.append(letter)  # not counted against --max: it moves nothing
             elif self.max_messages is not None and report.moved + len(chosen) >= self.max_messages:
                 report.left += 1
                 self.held[letter.message_id] = letter.receipt_handle
             else:
                 chosen.append(letter)
-        if not chosen:
-            return
+                if letter.letter_id:
+                    chosen_ids.add(letter.letter_id)
         if self.dry_run:
+            self.moved_ids.update(chosen_ids)
             for letter in chosen:
                 self._count_moved(letter)
                 self.held[letter.message_id] = letter.receipt_handle
+            for twin in twins:
+                report.twins += 1
+                self.held[twin.message_id] = twin.receipt_handle
             return
-        sent = self._send(chosen)
+        sent = self._send(chosen) if chosen else set()
         for letter in chosen:
-            if letter.message_id not in sent:
+            if letter.message_id in sent:
+                if letter.letter_id:
+                    self.moved_ids.add(letter.letter_id)
+            else:
                 report.failed += 1
                 self.held[letter.message_id] = letter.receipt_handle
-        self._delete([letter for letter in chosen if letter.message_id in sent])
+        # A twin goes only once its event is in the main queue: if that letter was refused, the
+        # twin stays for the next run, which moves one of them.
+        redundant = [twin for twin in twins if twin.letter_id in self.moved_ids]
+        for twin in twins:
+            if twin.letter_id not in self.moved_ids:
+                report.failed += 1
+                self.held[twin.message_id] = twin.receipt_handle
+        not_deleted = self._delete([letter for letter in chosen if letter.message_id in sent] + redundant)
+        report.twins += sum(1 for twin in redundant if twin.message_id not in not_deleted)
 
     def _count_moved(self, letter: _Letter) -> None:
         report = self.report
@@ -351,21 +390,25 @@ class _Redrive:
             self._count_moved(letter)
         return sent
 
-    def _delete(self, letters: Sequence[_Letter]) -> None:
+    def _delete(self, letters: Sequence[_Letter]) -> set[str]:
+        """Delete from the DLQ; the message ids of the letters that could not be deleted."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         if not letters:
-            return
+            return set()
         entries = [{"Id": str(i), "ReceiptHandle": letter.receipt_handle} for i, letter in enumerate(letters)]
         try:
             response = self.sqs.delete_message_batch(QueueUrl=self.dlq_url, Entries=entries)
         except (BotoCoreError, ClientError) as error:
             self.report.not_deleted += len(letters)
             self._error(f"cannot delete redriven messages from the DLQ: {_describe(error)}")
-            return
+            return {letter.message_id for letter in letters}
+        failed: set[str] = set()
         for entry in response.get("Failed") or []:
             self.report.not_deleted += 1
+            failed.add(letters[int(entry["Id"])].message_id)
             self._error(f"{letters[int(entry['Id'])].message_id}: DLQ delete failed: {entry.get('Code')}")
+        return failed
 
     def _release(self) -> None:
         """Make every message held but not moved visible again (best effort)."""
