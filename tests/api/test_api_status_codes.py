@@ -6,12 +6,17 @@ the write key in SSM, the retry queue and the DLQ are the template's.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from api_support import NO_RETRY, WRITE_KEY, Api, basic, raw, request_event, track
+
+from heap_forwarder.edge.observability import logger
+from heap_forwarder.entry import api as entry
 
 ROUTE_EVENTS = {
     "/v1/track": "product_viewed",
@@ -24,6 +29,18 @@ ROUTE_EVENTS = {
 
 def untyped(name: str) -> dict[str, Any]:
     return raw(name, type=None)
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """The functions' JSON log lines (Powertools writes to the stream it found at import)."""
+    handler = logger.registered_handler
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)
+    try:
+        yield buffer
+    finally:
+        handler.setStream(previous)
 
 
 # ------------------------------------------------------------------------------------ 200
@@ -363,6 +380,26 @@ def test_the_right_write_key_with_any_password_is_accepted(api: Api) -> None:
     answer = api.post("/v1/track", untyped("product_viewed"), key=None, headers=headers)
 
     assert answer.status == 200, answer.body
+
+
+def test_a_write_key_stored_as_a_plain_string_is_warned_about(api: Api, log_stream: io.StringIO) -> None:
+    """It still authenticates, but the WARNING names the parameter and its type, never the key."""
+    ssm = api.sandbox.client("ssm")
+    ssm.put_parameter(Name="/heap-forwarder/write-key", Value=WRITE_KEY, Type="String", Overwrite=True)
+    entry.reset()  # a cold start: the key is read from SSM, not from a warm cache
+    try:
+        answer = api.post("/v1/track", untyped("product_viewed"))
+    finally:
+        ssm.put_parameter(
+            Name="/heap-forwarder/write-key", Value=WRITE_KEY, Type="SecureString", Overwrite=True
+        )
+        entry.reset()
+
+    assert answer.status == 200, answer.body
+    records = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    (warning,) = [r for r in records if r["level"] == "WARNING"]
+    assert (warning["parameter"], warning["parameter_type"]) == ("/heap-forwarder/write-key", "String")
+    assert WRITE_KEY not in log_stream.getvalue()
 
 
 def test_an_unreadable_write_key_is_503_not_401(api: Api) -> None:

@@ -66,7 +66,7 @@ def service() -> Ingest:
 
         def write_key() -> str:
             assert key_name is not None
-            return runtime.parameters.get(key_name)
+            return runtime.parameters.get(key_name, secret=True)
 
         _warm.service = Ingest(
             pipeline_factory=runtime.pipeline,
