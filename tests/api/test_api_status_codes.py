@@ -43,6 +43,20 @@ def log_stream() -> Iterator[io.StringIO]:
         handler.setStream(previous)
 
 
+def emf_totals(stdout: str) -> dict[str, float]:
+    """Metric name -> sum over the EMF documents printed to stdout."""
+    totals: dict[str, float] = {}
+    for line in stdout.splitlines():
+        if line.startswith('{"_aws"'):
+            document = json.loads(line)
+            for directive in document["_aws"]["CloudWatchMetrics"]:
+                for metric in directive["Metrics"]:
+                    values = document[metric["Name"]]
+                    value = sum(values) if isinstance(values, list) else float(values)
+                    totals[metric["Name"]] = totals.get(metric["Name"], 0.0) + value
+    return totals
+
+
 # ------------------------------------------------------------------------------------ 200
 @pytest.mark.parametrize("path", sorted(ROUTE_EVENTS))
 def test_each_single_event_route_delivers_with_the_type_implied_by_the_route(api: Api, path: str) -> None:
@@ -124,11 +138,14 @@ def test_an_event_without_timestamp_gets_the_skew_corrected_one(api: Api) -> Non
     assert tracked["timestamp"] == "2024-06-10T14:00:00.500Z"
 
 
-def test_no_write_key_parameter_means_no_auth(api: Api) -> None:
-    """With WRITE_KEY_PARAMETER unset (IAM mode), requests need no Basic auth."""
-    answer = api.post("/v1/track", untyped("product_viewed"), key=None, env={"WRITE_KEY_PARAMETER": ""})
+def test_iam_mode_needs_no_write_key(api: Api) -> None:
+    """ApiAuthMode=IAM: API Gateway authenticates, the function has no key and serves without one."""
+    iam = {"ApiAuthMode": "IAM", "WriteKeyParameterName": ""}
+
+    answer = api.post("/v1/track", untyped("product_viewed"), key=None, parameters=iam)
 
     assert answer.status == 200, answer.body
+    assert len(api.sandbox.emulator.tracked_events()) == 1
 
 
 # ---------------------------------------------------------------------- 200 with rejected
@@ -408,6 +425,56 @@ def test_an_unreadable_write_key_is_503_not_401(api: Api) -> None:
 
     assert answer.status == 503
     assert answer.body["error"] == "unavailable"
+
+
+# ---------------------------------------------------------------------- 503: closed by default
+NO_KEY = {"ApiAuthMode": "WriteKey", "WriteKeyParameterName": ""}
+NO_KEY_MESSAGE = (
+    "the API is in WriteKey mode but no write key parameter is configured (WriteKeyParameterName)"
+)
+
+
+def test_write_key_mode_without_a_key_refuses_every_request(
+    api: Api, log_stream: io.StringIO, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No key to check callers against: 503 with the reason, nothing stored or parked, said once."""
+    capsys.readouterr()
+
+    # Given a stack in WriteKey mode whose WriteKeyParameterName is empty (a warm instance)
+    answers = [
+        api.post("/v1/track", untyped("product_viewed"), key=None, parameters=NO_KEY),
+        api.post("/v1/batch", {"batch": [track(1)]}, key=WRITE_KEY, parameters=NO_KEY),
+    ]
+
+    # Then every request, with or without credentials, is refused with the reason
+    for answer in answers:
+        assert answer.status == 503, answer.body
+        assert answer.body["error"] == "unavailable"
+        assert answer.body["message"] == NO_KEY_MESSAGE
+    # and Heap received nothing, nothing was parked
+    assert api.sandbox.emulator.stats()["requests_total"] == 0
+    assert api.sandbox.emulator.tracked_events() == []
+    assert api.queue("MainQueue") == [] and api.queue("DeadLetterQueue") == []
+    # and the operator is told once per cold start, not once per request
+    errors = [json.loads(line) for line in log_stream.getvalue().splitlines() if '"ERROR"' in line]
+    assert [e["message"] for e in errors if "WRITE_KEY_PARAMETER" in e["message"]] == [
+        "the API refuses every request: it is in WriteKey mode but WRITE_KEY_PARAMETER is not set;"
+        " set WriteKeyParameterName, or ApiAuthMode=IAM"
+    ]
+    metrics = emf_totals(capsys.readouterr().out)
+    assert metrics["ConfigurationFaults"] == 1
+    assert metrics["ApiResponses.503"] == 2
+
+
+def test_an_unset_auth_mode_means_write_key(api: Api) -> None:
+    """A function not told ApiAuthMode=IAM never assumes someone else checks callers."""
+    env = {"API_AUTH_MODE": "", "WRITE_KEY_PARAMETER": ""}
+
+    answer = api.post("/v1/track", untyped("product_viewed"), key=None, env=env)
+
+    assert answer.status == 503
+    assert answer.body["message"] == NO_KEY_MESSAGE
+    assert api.sandbox.emulator.stats()["requests_total"] == 0
 
 
 # ------------------------------------------------------------------------------------ 413
