@@ -83,8 +83,9 @@ RESPONSES: dict[int, OpenAPIResponse] = {
     ),
     503: _json(
         ErrorBody,
-        "The events could be neither delivered nor parked (or the write key cannot be verified now):"
-        " resend the request later. Events already delivered are deduplicated by `messageId`.",
+        "The events could be neither delivered nor parked (or the write key cannot be verified now,"
+        " or the API is in WriteKey mode with no write key configured): resend the request later."
+        " Events already delivered are deduplicated by `messageId`.",
         {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
     ),
 }

@@ -119,8 +119,15 @@ class Api:
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
 
-    def invoke(self, event: dict[str, Any], env: Mapping[str, str] | None = None) -> Answer:
-        return answer_of(warm_invoke(self.sandbox.function("ApiFunction", env), event))
+    def invoke(
+        self,
+        event: dict[str, Any],
+        env: Mapping[str, str] | None = None,
+        parameters: Mapping[str, str] | None = None,
+    ) -> Answer:
+        """``env`` overrides the function's environment; ``parameters`` the stack's parameters."""
+        spec = self.sandbox.function("ApiFunction", env, parameters=parameters)
+        return answer_of(warm_invoke(spec, event))
 
     def post(
         self,
@@ -128,9 +135,10 @@ class Api:
         document: Any = None,
         *,
         env: Mapping[str, str] | None = None,
+        parameters: Mapping[str, str] | None = None,
         **options: Any,
     ) -> Answer:
-        return self.invoke(request_event(path, document, **options), env)
+        return self.invoke(request_event(path, document, **options), env, parameters)
 
     def queue(self, logical_id: str = "MainQueue") -> list[DeadLetterView]:
         """Every message in a queue, left in place."""

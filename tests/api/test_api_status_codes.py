@@ -7,8 +7,10 @@ the write key in SSM, the retry queue and the DLQ are the template's.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,6 +27,8 @@ from api_support import (
 )
 
 from heap_forwarder.edge import ingest
+from heap_forwarder.edge.observability import logger
+from heap_forwarder.entry import api as entry
 
 ROUTE_EVENTS = {
     "/v1/track": "product_viewed",
@@ -37,6 +41,32 @@ ROUTE_EVENTS = {
 
 def untyped(name: str) -> dict[str, Any]:
     return raw(name, type=None)
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """The functions' JSON log lines (Powertools writes to the stream it found at import)."""
+    handler = logger.registered_handler
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)
+    try:
+        yield buffer
+    finally:
+        handler.setStream(previous)
+
+
+def emf_totals(stdout: str) -> dict[str, float]:
+    """Metric name -> sum over the EMF documents printed to stdout."""
+    totals: dict[str, float] = {}
+    for line in stdout.splitlines():
+        if line.startswith('{"_aws"'):
+            document = json.loads(line)
+            for directive in document["_aws"]["CloudWatchMetrics"]:
+                for metric in directive["Metrics"]:
+                    values = document[metric["Name"]]
+                    value = sum(values) if isinstance(values, list) else float(values)
+                    totals[metric["Name"]] = totals.get(metric["Name"], 0.0) + value
+    return totals
 
 
 # ------------------------------------------------------------------------------------ 200
@@ -120,11 +150,14 @@ def test_an_event_without_timestamp_gets_the_skew_corrected_one(api: Api) -> Non
     assert tracked["timestamp"] == "2024-06-10T14:00:00.500Z"
 
 
-def test_no_write_key_parameter_means_no_auth(api: Api) -> None:
-    """With WRITE_KEY_PARAMETER unset (IAM mode), requests need no Basic auth."""
-    answer = api.post("/v1/track", untyped("product_viewed"), key=None, env={"WRITE_KEY_PARAMETER": ""})
+def test_iam_mode_needs_no_write_key(api: Api) -> None:
+    """ApiAuthMode=IAM: API Gateway authenticates, the function has no key and serves without one."""
+    iam = {"ApiAuthMode": "IAM", "WriteKeyParameterName": ""}
+
+    answer = api.post("/v1/track", untyped("product_viewed"), key=None, parameters=iam)
 
     assert answer.status == 200, answer.body
+    assert len(api.sandbox.emulator.tracked_events()) == 1
 
 
 # ---------------------------------------------------------------------- 200 with rejected
@@ -434,12 +467,82 @@ def test_the_right_write_key_with_any_password_is_accepted(api: Api) -> None:
     assert answer.status == 200, answer.body
 
 
+def test_a_write_key_stored_as_a_plain_string_is_warned_about(api: Api, log_stream: io.StringIO) -> None:
+    """It still authenticates, but the WARNING names the parameter and its type, never the key."""
+    ssm = api.sandbox.client("ssm")
+    ssm.put_parameter(Name="/heap-forwarder/write-key", Value=WRITE_KEY, Type="String", Overwrite=True)
+    entry.reset()  # a cold start: the key is read from SSM, not from a warm cache
+    try:
+        answer = api.post("/v1/track", untyped("product_viewed"))
+    finally:
+        ssm.put_parameter(
+            Name="/heap-forwarder/write-key", Value=WRITE_KEY, Type="SecureString", Overwrite=True
+        )
+        entry.reset()
+
+    assert answer.status == 200, answer.body
+    records = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    (warning,) = [r for r in records if r["level"] == "WARNING"]
+    assert (warning["parameter"], warning["parameter_type"]) == ("/heap-forwarder/write-key", "String")
+    assert WRITE_KEY not in log_stream.getvalue()
+
+
 def test_an_unreadable_write_key_is_503_not_401(api: Api) -> None:
     """SSM unreadable: the client is told to retry (503), never that its key is wrong."""
     answer = api.post("/v1/track", untyped("product_viewed"), env={"WRITE_KEY_PARAMETER": "/missing"})
 
     assert answer.status == 503
     assert answer.body["error"] == "unavailable"
+
+
+# ---------------------------------------------------------------------- 503: closed by default
+NO_KEY = {"ApiAuthMode": "WriteKey", "WriteKeyParameterName": ""}
+NO_KEY_MESSAGE = (
+    "the API is in WriteKey mode but no write key parameter is configured (WriteKeyParameterName)"
+)
+
+
+def test_write_key_mode_without_a_key_refuses_every_request(
+    api: Api, log_stream: io.StringIO, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No key to check callers against: 503 with the reason, nothing stored or parked, said once."""
+    capsys.readouterr()
+
+    # Given a stack in WriteKey mode whose WriteKeyParameterName is empty (a warm instance)
+    answers = [
+        api.post("/v1/track", untyped("product_viewed"), key=None, parameters=NO_KEY),
+        api.post("/v1/batch", {"batch": [track(1)]}, key=WRITE_KEY, parameters=NO_KEY),
+    ]
+
+    # Then every request, with or without credentials, is refused with the reason
+    for answer in answers:
+        assert answer.status == 503, answer.body
+        assert answer.body["error"] == "unavailable"
+        assert answer.body["message"] == NO_KEY_MESSAGE
+    # and Heap received nothing, nothing was parked
+    assert api.sandbox.emulator.stats()["requests_total"] == 0
+    assert api.sandbox.emulator.tracked_events() == []
+    assert api.queue("MainQueue") == [] and api.queue("DeadLetterQueue") == []
+    # and the operator is told once per cold start, not once per request
+    errors = [json.loads(line) for line in log_stream.getvalue().splitlines() if '"ERROR"' in line]
+    assert [e["message"] for e in errors if "WRITE_KEY_PARAMETER" in e["message"]] == [
+        "the API refuses every request: it is in WriteKey mode but WRITE_KEY_PARAMETER is not set;"
+        " set WriteKeyParameterName, or ApiAuthMode=IAM"
+    ]
+    metrics = emf_totals(capsys.readouterr().out)
+    assert metrics["ConfigurationFaults"] == 1
+    assert metrics["ApiResponses.503"] == 2
+
+
+def test_an_unset_auth_mode_means_write_key(api: Api) -> None:
+    """A function not told ApiAuthMode=IAM never assumes someone else checks callers."""
+    env = {"API_AUTH_MODE": "", "WRITE_KEY_PARAMETER": ""}
+
+    answer = api.post("/v1/track", untyped("product_viewed"), key=None, env=env)
+
+    assert answer.status == 503
+    assert answer.body["message"] == NO_KEY_MESSAGE
+    assert api.sandbox.emulator.stats()["requests_total"] == 0
 
 
 # ------------------------------------------------------------------------------------ 413

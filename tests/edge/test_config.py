@@ -87,6 +87,13 @@ def test_a_blank_mapping_file_is_unset() -> None:
     assert load_settings({"MAPPING_FILE": ""}).mapping_file is None
 
 
+@pytest.mark.parametrize(("value", "mode"), [(None, "WriteKey"), ("", "WriteKey"), ("IAM", "IAM")])
+def test_the_api_auth_mode_is_write_key_unless_told_iam(value: str | None, mode: str) -> None:
+    """Closed by default: unset or blank is WriteKey (the function checks callers itself)."""
+    environ = {} if value is None else {"API_AUTH_MODE": value}
+    assert load_settings(environ).api_auth_mode == mode
+
+
 def test_settings_are_frozen() -> None:
     settings = load_settings({})
     with pytest.raises(ValueError):
@@ -111,6 +118,7 @@ def test_settings_are_frozen() -> None:
         ("RETRY_BUDGET_SECONDS", "-0.1"),
         ("DEADLINE_MARGIN_SECONDS", "soon"),
         ("POWERTOOLS_PARAMETERS_MAX_AGE", "-5"),
+        ("API_AUTH_MODE", "none"),
     ],
 )
 def test_an_invalid_value_names_its_variable(variable: str, value: str) -> None:

@@ -96,3 +96,43 @@ def test_a_cached_value_survives_ssm_going_away(boto_clients, aws) -> None:
 def test_the_provider_is_made_on_first_use() -> None:
     store = ParameterStore(300)
     assert store._provider is None  # no boto3 client built for a process that never reads SSM
+
+
+# ---------------------------------------------------------------------------------- not a SecureString
+PLAIN_SECRET = "plain-SECRET-value-42"
+
+
+def test_a_secret_stored_as_a_plain_string_is_warned_about_without_its_value(ssm, logs, kit) -> None:
+    """A String (not SecureString) app ID or write key works, but is named in a WARNING and counted;
+    a String that holds no secret (the mapping override) is fine."""
+    ssm.put_parameter(Name="/p/write-key", Value=PLAIN_SECRET, Type="String")
+    ssm.put_parameter(Name="/p/mapping", Value="events: {}", Type="String")
+    store = ParameterStore(300, client=ssm)
+
+    assert store.get("/p/write-key", secret=True) == PLAIN_SECRET
+    assert store.get("/p/mapping") == "events: {}"
+
+    (warning,) = [r for r in logs.records() if r["level"] == "WARNING"]
+    assert warning["parameter"] == "/p/write-key"
+    assert warning["parameter_type"] == "String"
+    assert "InsecureParameter" in kit.metric_names()
+    assert PLAIN_SECRET not in logs.text()
+
+
+def test_a_secure_string_secret_is_not_warned_about(ssm, logs, kit) -> None:
+    ssm.put_parameter(Name="/p/write-key", Value=PLAIN_SECRET, Type="SecureString")
+
+    assert ParameterStore(300, client=ssm).get("/p/write-key", secret=True) == PLAIN_SECRET
+
+    assert logs.messages("WARNING") == []
+    assert "InsecureParameter" not in kit.metric_names()
+
+
+def test_the_warning_comes_once_per_cache_fill(ssm, logs) -> None:
+    ssm.put_parameter(Name="/p/app-id", Value=PLAIN_SECRET, Type="String")
+    store = ParameterStore(300, client=ssm)
+
+    for _ in range(3):
+        store.get("/p/app-id", secret=True)  # one SSM call, then the cache
+
+    assert len(logs.messages("WARNING")) == 1

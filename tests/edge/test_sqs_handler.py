@@ -153,6 +153,22 @@ def test_no_app_id_parameter_named_retries_every_record(sandbox, capsys, kit, lo
     assert "HEAP_APP_ID_PARAMETER is not set" in error["cause"]
 
 
+def test_an_app_id_stored_as_a_plain_string_is_warned_about(sandbox, capsys, kit, logs) -> None:
+    """It works, but the operator is told which parameter is not a SecureString (never its value)."""
+    sandbox.client("ssm").put_parameter(
+        Name="/heap-forwarder/app-id", Value=kit.SECRET_APP_ID, Type="String", Overwrite=True
+    )
+    event = lambda_event(sandbox, kit.body(kit.track(1)))
+
+    response, emf = run(sandbox, event, capsys, kit)
+
+    assert failures(response) == []
+    assert emf["InsecureParameter"] == 1
+    (warning,) = [r for r in logs.records() if r["level"] == "WARNING"]
+    assert (warning["parameter"], warning["parameter_type"]) == ("/heap-forwarder/app-id", "String")
+    assert kit.SECRET_APP_ID not in logs.text()
+
+
 # ---------------------------------------------------------------------------------- configuration
 @pytest.mark.filterwarnings("ignore:No application metrics to publish")
 def test_an_invalid_environment_fails_the_invocation_and_loses_nothing(sandbox, kit) -> None:

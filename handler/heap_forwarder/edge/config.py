@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -13,6 +14,13 @@ from heap_forwarder.heap.client import DeliverySettings
 
 class ConfigurationError(ValueError):
     """The environment does not describe a working deployment; the message says which variable."""
+
+
+class ApiAuthMode(StrEnum):
+    """Who authenticates the ingest API's callers (the template's ``ApiAuthMode``)."""
+
+    WRITE_KEY = "WriteKey"  # the function, against the write key named by WRITE_KEY_PARAMETER
+    IAM = "IAM"  # API Gateway (SigV4) before the function is invoked
 
 
 class Settings(BaseModel):
@@ -25,6 +33,8 @@ class Settings(BaseModel):
     retry_queue_url: str | None = Field(None, alias="RETRY_QUEUE_URL")
     dead_letter_queue_url: str | None = Field(None, alias="DEAD_LETTER_QUEUE_URL")
     write_key_parameter: str | None = Field(None, alias="WRITE_KEY_PARAMETER")
+    # WriteKey when unset: an API that is not told IAM guards its door, it never assumes someone else does.
+    api_auth_mode: ApiAuthMode = Field(ApiAuthMode.WRITE_KEY, alias="API_AUTH_MODE")
     mapping_file: Path | None = Field(None, alias="MAPPING_FILE")
     mapping_parameter: str | None = Field(None, alias="MAPPING_PARAMETER")
     # This process's share of Heap's 15,000 events/min per app (shared by every concurrent sender).
@@ -54,6 +64,11 @@ class Settings(BaseModel):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_auth_mode", mode="before")
+    @classmethod
+    def _blank_mode_is_write_key(cls, value: object) -> object:
+        return ApiAuthMode.WRITE_KEY if isinstance(value, str) and not value.strip() else value
 
     @field_validator("mapping_file", mode="before")
     @classmethod

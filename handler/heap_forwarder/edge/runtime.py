@@ -49,7 +49,7 @@ class Runtime:
             raise ConfigurationError(
                 "HEAP_APP_ID_PARAMETER is not set: name the SSM parameter holding the app ID"
             )
-        app_id = self.parameters.get(self.settings.heap_app_id_parameter)
+        app_id = self.parameters.get(self.settings.heap_app_id_parameter, secret=True)
         holder = self.playbook_holder()
         if self.settings.mapping_parameter:
             holder.refresh(self.settings.mapping_file, self.parameters.get(self.settings.mapping_parameter))

@@ -3,7 +3,8 @@
 API Gateway HTTP API (payload 2.0), routes POST /v1/{track,page,screen,identify,group,alias,batch}.
 Thin: ``Ingest.open`` authenticates and reads the request (before anything looks at the body),
 Powertools routes it and validates the body against the route's model (the OpenAPI document is
-generated from the same routes), ``Ingest.accept`` delivers or parks. See docs/api.md.
+generated from the same routes), ``Ingest.accept`` delivers or parks. An API in WriteKey mode
+without a write key answers every request 503 instead of serving it unauthenticated. See docs/api.md.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from heap_forwarder.edge.config import ApiAuthMode, Settings
 from heap_forwarder.edge.dlq import DeadLetterWriter
 from heap_forwarder.edge.ingest import (
     AliasCall,
@@ -47,26 +49,47 @@ app = APIGatewayHttpResolver(enable_validation=True)
 _REQUEST = "ingest_request"  # key of the opened request in the resolver's context
 
 
+NO_WRITE_KEY = "the API is in WriteKey mode but no write key parameter is configured (WriteKeyParameterName)"
+
+
 class _Warm:
     """What a warm process keeps: built on the first invocation (pool, SSM cache, playbook)."""
 
     runtime: Runtime | None = None
     service: Ingest | None = None
+    # Set when the API must refuse every request: it has no way to authenticate its callers.
+    closed: ApiError | None = None
 
 
 _warm = _Warm()
+
+
+def _closed_door(settings: Settings) -> ApiError | None:
+    """Closed by default: in WriteKey mode without a key there is nothing to check a caller
+    against, and serving anyway would store anyone's events. Said once per cold start (log and
+    ConfigurationFaults, which raises the configuration-fault alarm); every request gets the 503."""
+    if settings.api_auth_mode is not ApiAuthMode.WRITE_KEY or settings.write_key_parameter:
+        return None
+    logger.error(
+        "the API refuses every request: it is in WriteKey mode but WRITE_KEY_PARAMETER is not set;"
+        " set WriteKeyParameterName, or ApiAuthMode=IAM",
+        extra={"api_auth_mode": str(settings.api_auth_mode)},
+    )
+    count("ConfigurationFaults", 1)
+    return unavailable(NO_WRITE_KEY)
 
 
 def service() -> Ingest:
     if _warm.service is None:
         runtime = _warm.runtime = build_runtime()
         settings = runtime.settings
+        _warm.closed = _closed_door(settings)
         sqs = runtime.sqs()
         key_name = settings.write_key_parameter
 
         def write_key() -> str:
             assert key_name is not None
-            return runtime.parameters.get(key_name)
+            return runtime.parameters.get(key_name, secret=True)
 
         _warm.service = Ingest(
             pipeline_factory=runtime.pipeline,
@@ -80,6 +103,7 @@ def service() -> Ingest:
 def reset() -> None:
     """Forget the warm state (tests and local invoke change the environment between runs)."""
     _warm.runtime = _warm.service = None
+    _warm.closed = None
 
 
 def _http(response: ApiResponse) -> Response[str]:
@@ -219,6 +243,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         logger.error("configuration fault: the API cannot start", extra={"cause": str(error)})
         count("ConfigurationFaults", 1)
         return unavailable("the API is misconfigured; retry later").response().as_http_api()
+    if _warm.closed is not None:  # before anything reads the request
+        return worker.refuse(_warm.closed).as_http_api()
     try:
         request = worker.open(event)
     except ApiError as error:

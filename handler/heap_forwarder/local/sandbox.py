@@ -98,8 +98,9 @@ class Sandbox:
             self._clients[service] = boto3.client(service, region_name=REGION)
         return self._clients[service]
 
-    def resolver(self) -> Resolver:
-        return Resolver(self.template, self.parameters, self.resources, REGION)
+    def resolver(self, parameters: Mapping[str, str] | None = None) -> Resolver:
+        """The template's intrinsics against this sandbox; ``parameters`` override the stack's."""
+        return Resolver(self.template, {**self.parameters, **(parameters or {})}, self.resources, REGION)
 
     def _queue_properties(self, logical_id: str) -> dict[str, Any]:
         resource = self.template["Resources"].get(logical_id) or {}
@@ -151,8 +152,16 @@ class Sandbox:
         return self.resources[logical_id]["QueueUrl"]
 
     # ------------------------------------------------------------------ functions
-    def function(self, logical_id: str, overrides: Mapping[str, str] | None = None) -> FunctionSpec:
-        spec = function_spec(self.template, logical_id, self.resolver())
+    def function(
+        self,
+        logical_id: str,
+        overrides: Mapping[str, str] | None = None,
+        *,
+        parameters: Mapping[str, str] | None = None,
+    ) -> FunctionSpec:
+        """The function as the template describes it, under other stack ``parameters`` if given,
+        with environment ``overrides`` on top (as ``sam local invoke --env-vars``)."""
+        spec = function_spec(self.template, logical_id, self.resolver(parameters))
         spec.environment["HEAP_API_URL"] = self.emulator.url
         spec.environment["POWERTOOLS_TRACE_DISABLED"] = "true"  # no X-Ray daemon here
         spec.environment.update(overrides or {})

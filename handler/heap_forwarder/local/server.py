@@ -368,12 +368,14 @@ def serve(host: str, port: int, template: Path, aws: bool) -> None:
                 key = sandbox.write_key if spec.environment.get("WRITE_KEY_PARAMETER") else None
                 say(f"Ingest API:    {server.url}  ({', '.join(sorted(p for _, p in routes))})")
                 say(f"Heap emulator: {sandbox.emulator.url}  (what Heap received: GET /_emulator/state)")
+                auth = ""
                 if key:
                     say(f"Write key:     {key}  (demo only: HTTP Basic user name, empty password)")
                     auth = f"-u {key}: "
+                elif spec.environment.get("API_AUTH_MODE") == "IAM":
+                    say("Write key:     none (ApiAuthMode=IAM: API Gateway checks SigV4; not done locally)")
                 else:
-                    say("Write key:     none (WRITE_KEY_PARAMETER is not set: no auth)")
-                    auth = ""
+                    say("Write key:     none: every request is answered 503 (WriteKey mode without a key)")
                 say(
                     f"Try: curl -s {auth}-H 'Content-Type: application/json' {server.url}/v1/track"
                     ' -d \'{"event":"Order Completed","anonymousId":"a1","properties":{"total":9.5}}\''
