@@ -297,6 +297,9 @@ def provision_aws(moto_url: str) -> dict[str, str]:
         # The throughput and memory figures measure CPU and memory, not pacing: no client limit.
         "RATE_LIMIT_EVENTS_PER_MINUTE": "1000000000",
         "RATE_LIMIT_BURST": "1000",
+        # The API benchmarks measure the request path, not the write-key check: callers are
+        # authenticated by API Gateway (IAM mode), as a deployment may choose.
+        "API_AUTH_MODE": "IAM",
     }
 
 

@@ -710,19 +710,25 @@ class _Delivery:
 
     def _classify(self, status: int, text: str) -> _Result:
         """A final, non-2xx, non-transient status. ``text`` (redacted) only goes into details."""
-        detail = f"HTTP {status} from Heap: {_snippet(text)}"
         path = _field_path(text)
         if status == 400 and (path == _APP_ID_PATH or _APP_ID_REFUSAL.match(text)):
-            return self._config_fault("HTTP 400 from Heap refusing the app ID (postBody.app_id)", detail)
+            return self._config_fault(*_with_text("HTTP 400 from Heap refusing the app ID", text))
         if status in _SPLIT_STATUSES:
             return _Result(_Kind.SPLIT, status, text)
         if status in _CONFIG_STATUSES:
-            return self._config_fault(f"HTTP {status} from Heap: check HEAP_API_URL and the app ID", detail)
+            return self._config_fault(
+                *_with_text(f"HTTP {status} from Heap: check HEAP_API_URL and the app ID", text)
+            )
         if 400 <= status < 500:
-            return self._config_fault(f"HTTP {status} from Heap (unexpected client error)", detail)
+            return self._config_fault(*_with_text(f"HTTP {status} from Heap (unexpected client error)", text))
         # 3xx and anything else unforeseen: not retried in place (a redirect will not go away
         # in ten seconds), left to the queue's redelivery.
-        return self._give_up(ErrorClass.TRANSIENT, f"HTTP {status} from Heap (unexpected)", detail)
+        return self._give_up(ErrorClass.TRANSIENT, *_with_text(f"HTTP {status} from Heap (unexpected)", text))
+
+
+def _with_text(reason: str, text: str) -> tuple[str, str]:
+    """(reason for logs, detail for letters): the detail is the reason followed by Heap's text."""
+    return reason, f"{reason}: {_snippet(text)}"
 
 
 def _status_cause(status: int | None, text: str) -> str:
