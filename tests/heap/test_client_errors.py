@@ -223,3 +223,89 @@ def test_unusable_base_url_is_a_config_fault(kit, clock) -> None:
     assert {o.error_class for o in outcomes} == {ErrorClass.CONFIG_FAULT}
     assert outcomes[0].reason.startswith("invalid HEAP_API_URL")
     assert clock.sleeps == []
+
+
+def test_a_wrong_index_in_heaps_text_is_only_a_hint(emulator, make_client, kit) -> None:
+    """Heap's text names item 2, but item 6 is the bad one: item 2 is sent alone (and stored),
+    the rest goes on until the real offender stands alone."""
+    emulator.reject_event_names(["Bad Event"])
+    items = kit.tracks(10)
+    items[6] = kit.track(6, "Bad Event")
+    emulator.fail_next(1, 400, body="postBody.events[2].event: made-up")
+    outcomes = make_client().deliver(items, kit.fields)
+    assert [i for i, o in enumerate(outcomes) if o.fate is Fate.REJECTED] == [6]
+    assert sum(o.delivered for o in outcomes) == 9
+    assert sorted(e["idempotency_key"] for e in emulator.tracked_events()) == sorted(
+        f"k{n}" for n in range(10) if n != 6
+    )
+
+
+@pytest.mark.parametrize("hint", ["postBody.events[99].event: x", "postBody.users[1].identity: x", "[1]"])
+def test_an_index_out_of_range_or_of_another_array_falls_back_to_halves(
+    hint: str, emulator, make_client, kit
+) -> None:
+    emulator.reject_event_names(["Bad Event"])
+    items = kit.tracks(8)
+    items[5] = kit.track(5, "Bad Event")
+    emulator.fail_next(1, 400, body=hint)
+    outcomes = make_client().deliver(items, kit.fields)
+    assert [i for i, o in enumerate(outcomes) if o.fate is Fate.REJECTED] == [5]
+    assert sum(o.delivered for o in outcomes) == 7
+
+
+def test_isolating_never_sends_an_event_the_caller_did_not_give(emulator, make_client, kit, records) -> None:
+    """No probe with a synthetic event: every item of every request is one of the input's."""
+    emulator.reject_event_names(["Bad Event"])
+    emulator.set_anonymous_refusals(True)
+    items = [kit.track(n, "Bad Event" if n % 7 == 0 else "Good") for n in range(50)]
+    outcomes = make_client().deliver(items, kit.fields)
+    assert {i for i, o in enumerate(outcomes) if o.fate is Fate.REJECTED} == set(range(0, 50, 7))
+    assert sum(r.items for r in records) == sum(r.items for r in records if r.status) > 0
+    assert {e["idempotency_key"] for e in emulator.tracked_events()} == {f"k{n}" for n in range(50) if n % 7}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [("<html><body>Sign in to the Wi-Fi</body></html>", "text/html"), ("OK then", "text/plain")],
+)
+def test_a_2xx_whose_body_is_not_json_is_not_taken_for_a_delivery(
+    body: str, content_type: str, emulator, make_client, kit
+) -> None:
+    emulator.fail_next(1, 200, body=body)
+    outcomes = make_client().deliver([*kit.tracks(3)], kit.fields)
+    assert {(o.fate, o.error_class) for o in outcomes} == {(Fate.RETRYABLE, ErrorClass.TRANSIENT)}
+    assert outcomes[0].reason.startswith("HTTP 200 with a body that is not JSON")
+    assert body not in outcomes[0].full_reason  # what answered is not quoted anywhere
+
+
+@pytest.mark.parametrize("body", ["", "{}", '{"status": "ok"}', "  \n"])
+def test_a_2xx_with_an_empty_or_json_body_is_a_delivery(body: str, emulator, make_client, kit) -> None:
+    emulator.fail_next(1, 200, body=body)
+    assert make_client().deliver(kit.tracks(2), kit.fields) == [DELIVERED] * 2
+
+
+def test_a_trickling_answer_is_cut_off_at_the_requests_time_limit(emulator, make_client, kit) -> None:
+    """Headers at once, then a byte a second: each read is quick, so only a limit on the whole
+    request ends it. Retried, then left for the queue: never counted as delivered."""
+    import time
+
+    emulator.trickle_next(10, bytes_per_second=1, body="x" * 300)
+    client = make_client(connect_timeout_s=0.5, read_timeout_s=1.0, retry_budget_s=0)
+    started = time.monotonic()
+    outcomes = client.deliver(kit.tracks(2), kit.fields)
+    elapsed = time.monotonic() - started
+    assert {(o.fate, o.error_class) for o in outcomes} == {(Fate.RETRYABLE, ErrorClass.TRANSIENT)}
+    assert outcomes[0].reason == "timeout: Heap's answer was not complete after 1.5s (cut off)"
+    assert elapsed < 5, elapsed  # 1.5 s and a little; on main it read for 300 s
+
+
+def test_no_request_outlives_the_deadline(emulator, make_client, kit) -> None:
+    """A deadline shorter than the request's own limit (on the client's clock): not even started."""
+    import time
+
+    emulator.trickle_next(10, bytes_per_second=1, body="x" * 300)
+    client = make_client(connect_timeout_s=0.5, read_timeout_s=1.0)
+    started = time.monotonic()
+    outcomes = client.deliver(kit.tracks(2), kit.fields, deadline=client._clock() + 1.0)
+    assert time.monotonic() - started < 1
+    assert {o.error_class for o in outcomes} == {ErrorClass.DEADLINE}

@@ -496,7 +496,9 @@ def test_sqs_path(cell: Cell, stage: Stage) -> None:
     if cell.reason:
         exhausted = [m for m in census.dead_letters if m.error_class == "retries_exhausted"]
         assert exhausted
-        assert all(m.reason.startswith("retries exhausted: ") and cell.reason in m.reason for m in exhausted), [m.reason for m in exhausted]
+        assert all(
+            m.reason.startswith("retries exhausted: ") and cell.reason in m.reason for m in exhausted
+        ), [m.reason for m in exhausted]
 
 
 @pytest.mark.parametrize("cell", API_CELLS, ids=[c.id for c in API_CELLS])

@@ -10,11 +10,12 @@ has exactly one dead letter that quotes Heap's reason, and no event is dead-lett
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from proof_support import Stage, read_messages
 
@@ -65,7 +66,12 @@ def letters_by_message_id(stage: Stage) -> dict[str, list[Any]]:
     return found
 
 
-def assert_isolated(stage: Stage, events: list[dict[str, Any]], refused_names: set[str]) -> None:
+def assert_isolated(
+    stage: Stage,
+    events: list[dict[str, Any]],
+    refused_names: set[str],
+    heap_says: str = "HTTP 400 from Heap: postBody.events[0].event",
+) -> None:
     tracked = Counter(str(e.get("idempotency_key")) for e in stage.emulator.tracked_events())
     letters = letters_by_message_id(stage)
     for event in events:
@@ -75,7 +81,8 @@ def assert_isolated(stage: Stage, events: list[dict[str, Any]], refused_names: s
             assert len(letters.get(mid, [])) == 1, f"{mid}: {len(letters.get(mid, []))} dead letters"
             letter = letters[mid][0]
             assert letter.error_class == "heap_rejected", (mid, letter.error_class, letter.reason)
-            assert "HTTP 400 from Heap: postBody.events[0].event" in letter.reason, letter.reason
+            assert heap_says in letter.reason, letter.reason
+            assert "HTTP 400 from Heap" in letter.reason, letter.reason
         else:
             assert tracked[mid] == 1, f"{mid} (good) stored {tracked[mid]} times"
             assert mid not in letters, f"{mid} (good) dead-lettered: {letters[mid][0].reason}"
@@ -142,46 +149,105 @@ def test_the_api_answers_each_refused_event_with_heaps_reason(stage: Stage) -> N
 
 # ------------------------------------------------------------------------------ the property
 
-MIXES = st.integers(min_value=1, max_value=1000).flatmap(
-    lambda n: st.tuples(
-        st.just(n),
-        st.sets(st.integers(min_value=0, max_value=n - 1), max_size=min(n, 40)),
+# Texts that head a Heap answer refusing the app ID itself: a refusal *without* a field path
+# that starts so is indistinguishable from one (the client stops sending, rightly), so the
+# anonymous refusals below never start with them. With a field path they may say anything.
+SAYS_APP_ID = ("Invalid app_id", "postBody.app_id")
+TEXTS = [*ADVERSARIAL, "user-7 jane@example.com app_id 401"]
+
+
+def _text(anonymous: bool) -> st.SearchStrategy[str | None]:
+    texts = [t for t in TEXTS if not (anonymous and t.startswith(SAYS_APP_ID))]
+    return st.one_of(st.none(), st.sampled_from(texts))
+
+
+# A mix: how many events, which are refused, the refused events' name, what Heap's refusal says
+# (None: its own wording, which quotes the name), and whether its text names the item at all.
+MIXES = st.tuples(st.integers(min_value=1, max_value=1000), st.booleans()).flatmap(
+    lambda n_anonymous: st.tuples(
+        st.just(n_anonymous[0]),
+        st.sets(st.integers(min_value=0, max_value=n_anonymous[0] - 1), max_size=min(n_anonymous[0], 40)),
         st.sampled_from(ADVERSARIAL),
+        _text(n_anonymous[1]),
+        st.just(n_anonymous[1]),
     )
 )
+Mix = tuple[int, set[int], str, str | None, bool]
 
 
-def _mix(n: int, refused: set[int], name: str) -> list[dict[str, Any]]:
-    return [track(i, name if i in refused else "Good Event") for i in range(n)]
+def _arm(stage: Stage, mix: Mix) -> tuple[list[dict[str, Any]], str]:
+    """Reset the stage, make Heap refuse the mix's refused events; the events, and what each
+    refused event's dead letter must quote."""
+    n, refused, name, text, anonymous = mix
+    stage.reset()
+    stage.emulator.reject_event_names([name] if text is None else {name: text})
+    stage.emulator.set_anonymous_refusals(anonymous)
+    heap_says = text if text is not None else f"event name {name!r} is not accepted"
+    if not anonymous:
+        heap_says = f"postBody.events[0].event: {heap_says}"
+    return [track(i, name if i in refused else "Good Event") for i in range(n)], heap_says
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(mix=(1000, set(range(0, 1000, 25)), "Signup app_id mismatch", None, False))
+@example(mix=(1000, {0, 1, 499, 500, 998, 999}, "app id", "user-7 jane@example.com app_id 401", True))
+@example(mix=(3, {0, 1, 2}, "401", "Invalid app_id", False))
 @given(mix=MIXES)
 def test_property_sqs_good_events_delivered_once_refused_ones_dead_lettered_once(
-    stage: Stage, mix: tuple[int, set[int], str]
+    stage: Stage, mix: Mix
 ) -> None:
-    n, refused, name = mix
-    stage.reset()
-    stage.emulator.reject_event_names([name])
-    events = _mix(n, refused, name)
+    events, heap_says = _arm(stage, mix)
     # One record per 500 events: several records of one batch, one bulk request per 1,000.
-    stage.send([json.dumps({"batch": events[i : i + 500]}) for i in range(0, n, 500)])
+    stage.send([json.dumps({"batch": events[i : i + 500]}) for i in range(0, len(events), 500)])
     drain(stage)
-    assert_isolated(stage, events, {name})
+    assert_isolated(stage, events, {mix[2]}, heap_says)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(mix=(1000, set(range(0, 1000, 25)), "Signup app_id mismatch", None, False))
+@example(mix=(1000, {0, 1, 499, 500, 998, 999}, "app id", "user-7 jane@example.com app_id 401", True))
+@example(mix=(3, {0, 1, 2}, "401", "Invalid app_id", False))
 @given(mix=MIXES)
 def test_property_api_good_events_delivered_once_refused_ones_dead_lettered_once(
-    stage: Stage, mix: tuple[int, set[int], str]
+    stage: Stage, mix: Mix
 ) -> None:
-    n, refused, name = mix
-    stage.reset()
-    stage.emulator.reject_event_names([name])
-    events = _mix(n, refused, name)
+    events, heap_says = _arm(stage, mix)
     answer = stage.api(WIDE_OPEN).post("/v1/batch", {"batch": events})
     assert answer.status in (200, 202), answer.body
-    assert sorted(r["index"] for r in answer.body["rejected"]) == sorted(refused)
-    assert answer.body["delivered"] + len(answer.body["rejected"]) + answer.body["parked"] == n
+    assert sorted(r["index"] for r in answer.body["rejected"]) == sorted(mix[1])
+    assert answer.body["delivered"] + len(answer.body["rejected"]) + answer.body["parked"] == len(events)
     drain(stage)  # whatever was parked goes through the consumer
-    assert_isolated(stage, events, {name})
+    assert_isolated(stage, events, {mix[2]}, heap_says)
+
+
+# ------------------------------------------------------------------------------ a trickling Heap
+# Heap's requests bounded at 1 + 2 s; the function told it has 8 s left (3 s of them the
+# template's margin): it must answer within those 8 s, whatever Heap's answer does.
+SHORT_TIMEOUTS = {"HEAP_CONNECT_TIMEOUT_SECONDS": "1", "HEAP_READ_TIMEOUT_SECONDS": "2"}
+REMAINING = 8.0
+
+
+def test_a_trickling_heap_cannot_hold_the_consumer_past_its_deadline(stage: Stage) -> None:
+    """Finding 2: 200 and headers at once, then a byte a second: told it had 20 s left, the
+    consumer returned after 45 s on main (each read was short, the request was not)."""
+    stage.emulator.trickle_next(1000, bytes_per_second=1, body="x" * 600)
+    events = [track(i) for i in range(5)]
+    stage.send([json.dumps(e) for e in events])
+    consumer = stage.consumer({**WIDE_OPEN, **SHORT_TIMEOUTS}, remaining_seconds=REMAINING)
+    started = time.monotonic()
+    EventSourceMapping(stage.sqs, stage.main_url, consumer, batch_size=10).poll_once()
+    elapsed = time.monotonic() - started
+    assert elapsed < REMAINING, f"the invocation took {elapsed:.1f}s with {REMAINING}s left"
+    failed = consumer.responses[0]["batchItemFailures"]
+    assert len(failed) == 5  # every record comes back: a cut-off answer is not a delivery
+    assert read_messages(stage.sqs, stage.dlq_url) == []
+
+
+def test_a_trickling_heap_cannot_hold_the_api_past_its_deadline(stage: Stage) -> None:
+    stage.emulator.trickle_next(1000, bytes_per_second=1, body="x" * 600)
+    api = stage.api({**WIDE_OPEN, **SHORT_TIMEOUTS}, remaining_seconds=REMAINING)
+    started = time.monotonic()
+    answer = api.post("/v1/batch", {"batch": [track(i) for i in range(5)]})
+    elapsed = time.monotonic() - started
+    assert elapsed < REMAINING, f"the API took {elapsed:.1f}s with {REMAINING}s left"
+    assert answer.status == 202 and answer.body["parked"] == 5, answer.body
