@@ -15,6 +15,8 @@ Figures (see docs/performance.md):
   (6 MB payload), moto and the emulator outside it; and of a fresh API process answering a
   ~550-byte gzip request of 170,000 ``{}`` events, against the same process after one small
   valid request;
+- isolation: requests and items re-sent to find k refused events among 1,000 (k = 1, 3, 10,
+  100), and, in full mode, how long a trickling Heap holds each handler told it has 30 s left;
 - pacing: a 60,000-event backlog against the emulator enforcing Heap's rate limits, time
   compressed: delivery rate as a fraction of Heap's cap, 429s received, events lost.
 
@@ -109,6 +111,9 @@ def measure(mode: Mode) -> tuple[dict[str, Any], dict[str, str]]:
     )
     results["delivery"] = _measure(
         "delivery-only (bench_delivery.py)", errors, lambda: _script("bench_delivery.py", mode)
+    )
+    results["isolation"] = _measure(
+        "isolation (bench_isolation.py)", errors, lambda: _script("bench_isolation.py", mode)
     )
     return results, errors
 
@@ -353,6 +358,8 @@ def report(mode: Mode, results: dict[str, Any], errors: dict[str, str]) -> str:
         out += ["", "Mapping only (bench/bench_mapping.py):", results["mapping"]["output"]]
     if results.get("delivery"):
         out += ["", "Delivery only (bench/bench_delivery.py):", results["delivery"]["output"]]
+    if results.get("isolation"):
+        out += ["", "Isolation (bench/bench_isolation.py):", results["isolation"]["output"]]
     for name, error in errors.items():
         out += ["", f"ERROR in {name}: {error}"]
     return "\n".join(out)

@@ -20,6 +20,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import _common as c  # noqa: E402
+import bench_isolation  # noqa: E402
 import memory  # noqa: E402
 import pacing  # noqa: E402
 import run as bench_run  # noqa: E402
@@ -148,3 +149,11 @@ def test_the_bench_runs_the_handler_with_the_templates_import_time_settings() ->
     for name, value in c.TEMPLATE_IMPORT_ENV.items():
         assert variables[name] == value
         assert c.LAMBDA_ENV[name] == value
+
+
+def test_the_isolation_figures_find_every_refused_event_and_deliver_the_rest(capsys) -> None:
+    assert bench_isolation.main(["--quick"]) == 0
+    printed = capsys.readouterr().out
+    assert "refused k" in printed
+    for k in (1, 3, 10, 100):
+        assert f"\n{k} " in printed
