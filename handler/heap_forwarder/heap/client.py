@@ -81,7 +81,7 @@ class DeliverySettings:
     backoff_cap_s: float = 2.0
     # Requests one ``deliver`` call may spend isolating refused items (beyond the first send of
     # each request). Past it the undecided items are retryable ("isolation unfinished").
-    max_isolation_requests: int = 400
+    max_isolation_requests: int = 1000
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("https://", "http://")):
