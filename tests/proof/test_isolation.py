@@ -251,3 +251,24 @@ def test_a_trickling_heap_cannot_hold_the_api_past_its_deadline(stage: Stage) ->
     elapsed = time.monotonic() - started
     assert elapsed < REMAINING, f"the API took {elapsed:.1f}s with {REMAINING}s left"
     assert answer.status == 202 and answer.body["parked"] == 5, answer.body
+
+
+def test_isolation_cut_short_on_the_last_receive_is_exhausted_never_taken_for_heaps_refusal(
+    stage: Stage,
+) -> None:
+    """The rate budget runs out after the first request (a burst of 10 events, 1 a second after
+    that): nothing can be sent alone, so on the last receive every event is dead-lettered as
+    ``retries_exhausted`` "isolation unfinished", not as refused by Heap."""
+    stage.emulator.reject_event_names(["Refused Event"])
+    events = [track(i, "Refused Event" if i in (2, 7) else "Good Event") for i in range(10)]
+    stage.send([json.dumps({"batch": events})])
+    slow = {"RATE_LIMIT_EVENTS_PER_MINUTE": "60", "RATE_LIMIT_BURST": "10", "MAX_RECEIVE_COUNT": "1"}
+    consumer = stage.consumer(slow)
+    EventSourceMapping(stage.sqs, stage.main_url, consumer, batch_size=10).poll_once()
+    letters = letters_by_message_id(stage)
+    assert sorted(letters) == sorted(e["messageId"] for e in events)
+    for mid, found in letters.items():
+        assert len(found) == 1, mid
+        assert found[0].error_class == "retries_exhausted", (mid, found[0].error_class)
+        assert found[0].reason.startswith("retries exhausted: isolation unfinished: "), found[0].reason
+    assert stage.emulator.tracked_events() == []
