@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 
 import pytest
 from api_support import TEMPLATE, Api, drain
 
+from heap_forwarder.edge.observability import logger
 from heap_forwarder.local.sandbox import Sandbox
 
 
@@ -25,3 +27,15 @@ def api(sandbox: Sandbox) -> Api:
     for logical_id in ("MainQueue", "DeadLetterQueue"):
         drain(sqs, sandbox.queue_url(logical_id))
     return Api(sandbox)
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """The functions' JSON log lines (Powertools writes to the stream it found at import)."""
+    handler = logger.registered_handler
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)
+    try:
+        yield buffer
+    finally:
+        handler.setStream(previous)

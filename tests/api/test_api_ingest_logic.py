@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 import tracemalloc
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -39,7 +39,6 @@ from heap_forwarder.edge.ingest import (
     route_of,
     sqs_safe_json,
 )
-from heap_forwarder.edge.observability import logger
 from heap_forwarder.heap.items import HeapItem
 from heap_forwarder.mapping.engine import Mapper
 from heap_forwarder.mapping.loader import build_playbook
@@ -295,19 +294,7 @@ def test_each_letter_is_named_by_the_request_id_and_the_event_index() -> None:
 MARKER = "leaky.person@example.com"
 
 
-@pytest.fixture
-def log_text() -> Iterator[io.StringIO]:
-    """What the Powertools logger writes (to the stdout it found at import)."""
-    handler = logger.registered_handler
-    buffer = io.StringIO()
-    previous = handler.setStream(buffer)
-    try:
-        yield buffer
-    finally:
-        handler.setStream(previous)
-
-
-def test_heaps_own_text_goes_to_the_letter_and_the_answer_never_to_the_logs(log_text: io.StringIO) -> None:
+def test_heaps_own_text_goes_to_the_letter_and_the_answer_never_to_the_logs(log_stream: io.StringIO) -> None:
     heap = ScriptedHeap(
         {
             "Refused": rejected(
@@ -327,12 +314,12 @@ def test_heaps_own_text_goes_to_the_letter_and_the_answer_never_to_the_logs(log_
     assert listed["reason"] == f"HTTP 400: {MARKER} refused"
     (letter,) = dlq.letters
     assert letter.reason == f"HTTP 400: {MARKER} refused"
-    lines = [json.loads(line) for line in log_text.getvalue().splitlines() if line.strip()]
+    lines = [json.loads(line) for line in log_stream.getvalue().splitlines() if line.strip()]
     assert {line["message"] for line in lines} >= {
         "event parked in the DLQ",
         "events parked for later delivery",
     }
-    assert MARKER not in log_text.getvalue()
+    assert MARKER not in log_stream.getvalue()
 
 
 def test_nothing_delivered_nothing_parked_is_503() -> None:

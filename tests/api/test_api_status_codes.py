@@ -10,7 +10,6 @@ import gzip
 import io
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,7 +26,6 @@ from api_support import (
 )
 
 from heap_forwarder.edge import ingest
-from heap_forwarder.edge.observability import logger
 from heap_forwarder.entry import api as entry
 
 ROUTE_EVENTS = {
@@ -41,18 +39,6 @@ ROUTE_EVENTS = {
 
 def untyped(name: str) -> dict[str, Any]:
     return raw(name, type=None)
-
-
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    """The functions' JSON log lines (Powertools writes to the stream it found at import)."""
-    handler = logger.registered_handler
-    buffer = io.StringIO()
-    previous = handler.setStream(buffer)
-    try:
-        yield buffer
-    finally:
-        handler.setStream(previous)
 
 
 def emf_totals(stdout: str) -> dict[str, float]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -175,6 +176,20 @@ MIXES = st.tuples(st.integers(min_value=1, max_value=1000), st.booleans()).flatm
 Mix = tuple[int, set[int], str, str | None, bool]
 
 
+def over_mixes(test: Callable[[Stage, Mix], None]) -> Callable[..., None]:
+    """The properties' examples: generated mixes, and three heavy ones always tried."""
+    test = given(mix=MIXES)(test)
+    for mix in (
+        (1000, set(range(0, 1000, 25)), "Signup app_id mismatch", None, False),
+        (1000, {0, 1, 499, 500, 998, 999}, "app id", "user-7 jane@example.com app_id 401", True),
+        (3, {0, 1, 2}, "401", "Invalid app_id", False),
+    ):
+        test = example(mix=mix)(test)
+    return settings(
+        max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )(test)
+
+
 def _arm(stage: Stage, mix: Mix) -> tuple[list[dict[str, Any]], str]:
     """Reset the stage, make Heap refuse the mix's refused events; the events, and what each
     refused event's dead letter must quote."""
@@ -188,11 +203,7 @@ def _arm(stage: Stage, mix: Mix) -> tuple[list[dict[str, Any]], str]:
     return [track(i, name if i in refused else "Good Event") for i in range(n)], heap_says
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@example(mix=(1000, set(range(0, 1000, 25)), "Signup app_id mismatch", None, False))
-@example(mix=(1000, {0, 1, 499, 500, 998, 999}, "app id", "user-7 jane@example.com app_id 401", True))
-@example(mix=(3, {0, 1, 2}, "401", "Invalid app_id", False))
-@given(mix=MIXES)
+@over_mixes
 def test_property_sqs_good_events_delivered_once_refused_ones_dead_lettered_once(
     stage: Stage, mix: Mix
 ) -> None:
@@ -203,11 +214,7 @@ def test_property_sqs_good_events_delivered_once_refused_ones_dead_lettered_once
     assert_isolated(stage, events, {mix[2]}, heap_says)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@example(mix=(1000, set(range(0, 1000, 25)), "Signup app_id mismatch", None, False))
-@example(mix=(1000, {0, 1, 499, 500, 998, 999}, "app id", "user-7 jane@example.com app_id 401", True))
-@example(mix=(3, {0, 1, 2}, "401", "Invalid app_id", False))
-@given(mix=MIXES)
+@over_mixes
 def test_property_api_good_events_delivered_once_refused_ones_dead_lettered_once(
     stage: Stage, mix: Mix
 ) -> None:
