@@ -41,3 +41,19 @@ def test_each_readme_command_runs(
         argv = [str(override) if a == "my-mapping.yaml" else a for a in argv]
     assert main(argv) == 0
     assert capsys.readouterr().out.strip()
+
+
+def test_no_tracked_file_holds_merge_conflict_markers() -> None:
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout
+    marked = []
+    for name in files.split():
+        path = root / name
+        if path.suffix not in {".py", ".md", ".yaml", ".toml", ".json", ".txt", ""} or not path.is_file():
+            continue
+        text = path.read_text("utf-8", errors="replace")
+        if any(line.startswith(("<<<<<<< ", ">>>>>>> ")) for line in text.splitlines()):
+            marked.append(name)
+    assert marked == []

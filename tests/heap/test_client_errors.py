@@ -309,3 +309,73 @@ def test_no_request_outlives_the_deadline(emulator, make_client, kit) -> None:
     outcomes = client.deliver(kit.tracks(2), kit.fields, deadline=client._clock() + 1.0)
     assert time.monotonic() - started < 1
     assert {o.error_class for o in outcomes} == {ErrorClass.DEADLINE}
+
+
+def test_a_huge_answer_is_read_only_as_far_as_it_is_quoted(emulator, make_client, kit) -> None:
+    """A proxy's 5 MB error page: at most MAX_ANSWER_BYTES of it is read, its connection is
+    dropped rather than reused, and the next request goes through."""
+    from heap_forwarder.heap.client import MAX_ANSWER_BYTES
+
+    import tracemalloc
+
+    emulator.fail_next(1, 503, body="E" * 5_000_000)
+    client = make_client(retry_budget_s=0)
+    tracemalloc.start()
+    try:
+        outcome = client.deliver(kit.tracks(1), kit.fields)[0]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, peak  # on main: the 5 MB body, then its text and a redacted copy
+    assert (outcome.fate, outcome.reason) == (Fate.RETRYABLE, "HTTP 503 from Heap")
+    assert len(outcome.detail) < 300
+    assert MAX_ANSWER_BYTES < 5_000_000
+    assert client.deliver(kit.tracks(2), kit.fields) == [DELIVERED] * 2
+
+
+def test_a_2xx_with_a_body_larger_than_heap_sends_is_not_a_delivery(emulator, make_client, kit) -> None:
+    emulator.fail_next(1, 200, body='{"pad": "' + "x" * 200_000 + '"}')
+    outcomes = make_client().deliver(kit.tracks(1), kit.fields)
+    assert outcomes[0].error_class is ErrorClass.TRANSIENT
+
+
+def test_logs_get_the_field_path_only_down_to_the_items_field(emulator, make_client, kit) -> None:
+    """Keys below the item's field are the event's own property names: not for the logs."""
+    emulator.fail_next(1, 400, body="postBody.events[0].properties.jane_doe_example_com: too long")
+    outcome = make_client().deliver(kit.tracks(1), kit.fields)[0]
+    assert outcome.reason == "HTTP 400 from Heap at postBody.events[0].properties"
+    assert "jane_doe_example_com" in outcome.detail
+
+
+def test_a_limit_expiring_after_its_connection_moved_on_does_not_cut_the_next_request() -> None:
+    """The watchdog acts on a connection only while it still serves the watched request."""
+    import socket
+    import time as real_time
+
+    from heap_forwarder.heap.client import _Watch, _Watchdog
+
+    class Connection:
+        heap_watch = None
+
+        def __init__(self, sock: socket.socket) -> None:
+            self.sock = sock
+
+    left, right = socket.socketpair()
+    try:
+        connection = Connection(left)
+        dog = _Watchdog()
+        first, second = _Watch(), _Watch()
+        first.take(connection)
+        second.take(connection)  # back in the pool, now serving another request
+        dog.watch(real_time.monotonic() + 0.05, first)
+        real_time.sleep(0.3)
+        assert not first.cut
+        right.sendall(b"still open")
+        assert left.recv(100) == b"still open"
+        dog.watch(real_time.monotonic() + 0.05, second)
+        real_time.sleep(0.3)
+        assert second.cut
+        assert left.recv(100) == b""  # shut down: a blocked read would return at once
+    finally:
+        left.close()
+        right.close()

@@ -126,6 +126,10 @@ SINGLE_REQUEST_CONCURRENCY = 4  # requests of endpoints without a bulk form sent
 # block: a thread past that waits for a free connection (at most the connect timeout, see
 # _post) rather than open one only to throw it away.
 POOL_CONNECTIONS = 8
+# The most of an answer's body the client reads: Heap answers a few hundred bytes, and no more
+# than a snippet is ever quoted. A larger body (a proxy's page, say) is cut and its connection
+# dropped, so an answer cannot fill the function's memory.
+MAX_ANSWER_BYTES = 65_536
 
 
 # -- hard time limits ---------------------------------------------------------------------------
@@ -141,6 +145,12 @@ class _Watch:
     def __init__(self) -> None:
         self.connection: Any = None
         self.cut = False
+
+    def take(self, connection: Any) -> None:
+        # The connection remembers which request it serves: a limit that expires after the
+        # connection went back to the pool (and on to another request) must not cut that one.
+        self.connection = connection
+        connection.heap_watch = self
 
 
 _current = threading.local()
@@ -173,9 +183,10 @@ class _Watchdog:
                 now = time.monotonic()
                 while self._due and self._due[0][0] <= now:
                     _, _, watch = heapq.heappop(self._due)
-                    if watch.connection is not None:
+                    connection = watch.connection
+                    if connection is not None and getattr(connection, "heap_watch", None) is watch:
                         watch.cut = True
-                        _cut(watch.connection)
+                        _cut(connection)
                 self._lock.wait(None if not self._due else self._due[0][0] - now)
 
 
@@ -184,8 +195,9 @@ def _cut(connection: Any) -> None:
     if sock is None:
         return
     # The plain socket's shutdown (not SSLSocket's, which would touch TLS state another thread
-    # is reading): the blocked read returns at once and urllib3 drops the connection.
-    with contextlib.suppress(OSError):
+    # is reading): the blocked read returns at once and urllib3 drops the connection. Whatever
+    # it raises, the watchdog thread must live on.
+    with contextlib.suppress(Exception):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
@@ -193,10 +205,12 @@ _WATCHDOG = _Watchdog()
 
 
 class _WatchedConnectionMixin:
+    heap_watch: _Watch | None = None
+
     def request(self, *args: Any, **kwargs: Any) -> Any:
         watch: _Watch | None = getattr(_current, "watch", None)
         if watch is not None:
-            watch.connection = self
+            watch.take(self)
         return super().request(*args, **kwargs)  # type: ignore[misc]
 
 
@@ -385,14 +399,16 @@ class HeapClient:
                 pool_timeout=min(self.settings.connect_timeout_s, limit_s),
                 retries=False,
                 redirect=False,
+                preload_content=False,
             )
+            data = _read_bounded(raw)
         except urllib3.exceptions.LocationValueError as exc:
             response = _Response(None, cause=f"invalid HEAP_API_URL: {exc}", config_fault=True)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             response = _Response(None, cause=self._failure_cause(exc, watch, limit_s))
         else:
             response = _Response(
-                raw.status, raw.data, raw.headers.get("Retry-After"), raw.headers.get("Content-Type", "")
+                raw.status, data, raw.headers.get("Retry-After"), raw.headers.get("Content-Type", "")
             )
         finally:
             _WATCHDOG.release(watch)
@@ -421,6 +437,20 @@ class HeapClient:
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.settings.backoff_cap_s, self.settings.backoff_base_s * 2.0 ** min(attempt, 60))
         return self._rng.uniform(0.0, ceiling)
+
+
+def _read_bounded(raw: Any) -> bytes:
+    """At most MAX_ANSWER_BYTES of the body; the connection goes back to the pool only when the
+    whole body was read (a cut one is closed first, so its leftovers cannot reach the next use)."""
+    try:
+        data: bytes = raw.read(MAX_ANSWER_BYTES + 1)
+        if len(data) > MAX_ANSWER_BYTES:
+            raw.close()
+            return data[:MAX_ANSWER_BYTES]
+        raw.drain_conn()  # nothing left to read; marks the response complete
+        return data
+    finally:
+        raw.release_conn()
 
 
 def _connection_cause(exc: BaseException) -> str:
@@ -633,7 +663,7 @@ class _Delivery:
                     self.settle(piece, _unfinished(result.outcome))
 
     def _refused(self, answer: _Result) -> Outcome:
-        path = _field_path(answer.text)
+        path = _loggable_path(answer.text)
         reason = f"HTTP {answer.status} from Heap" + (f" at {path}" if path else "")
         detail = f"HTTP {answer.status} from Heap: {_snippet(answer.text, _REJECTION_TEXT)}"
         return rejected(ErrorClass.HEAP_REJECTED, reason, detail)
@@ -732,8 +762,18 @@ def _with_text(reason: str, text: str) -> tuple[str, str]:
 
 
 def _status_cause(status: int | None, text: str) -> str:
-    path = _field_path(text)
+    path = _loggable_path(text)
     return f"HTTP {status} from Heap" + (f" at {path}" if path else "")
+
+
+# What of Heap's field path may be logged: up to the item and its field (``postBody.events[3]
+# .properties``); the keys below it are the event's own property names.
+_LOGGABLE_PATH = re.compile(r"postBody(?:\.[A-Za-z_]\w*)?(?:\[\d+\])?(?:\.[A-Za-z_]\w*)?")
+
+
+def _loggable_path(text: str) -> str:
+    match = _LOGGABLE_PATH.match(_field_path(text))
+    return match.group(0) if match else ""
 
 
 def _field_path(text: str) -> str:
