@@ -326,7 +326,9 @@ def test_a_huge_answer_is_read_only_as_far_as_it_is_quoted(emulator, make_client
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 1_000_000, peak  # on main: the 5 MB body, then its text and a redacted copy
+    # The emulator (in this process) encodes its 5 MB answer; the client must add little to it.
+    # On the code before: the body read whole, then decoded to text: over 15 MB.
+    assert peak < 8_000_000, peak
     assert (outcome.fate, outcome.reason) == (Fate.RETRYABLE, "HTTP 503 from Heap")
     assert len(outcome.detail) < 300
     assert MAX_ANSWER_BYTES < 5_000_000
