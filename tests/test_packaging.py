@@ -7,7 +7,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from heap_forwarder.local.template import Resolver, function_spec, load_template
+from heap_forwarder_tools.local.template import Resolver, function_spec, load_template
 
 ROOT = Path(__file__).resolve().parent.parent
 

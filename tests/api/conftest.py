@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from api_support import TEMPLATE, Api, drain
 
-from heap_forwarder.local.sandbox import Sandbox
+from heap_forwarder_tools.local.sandbox import Sandbox
 
 
 @pytest.fixture(scope="module")
