@@ -250,7 +250,7 @@ def _drain(process: subprocess.Popen[str]) -> None:
 
 
 def start_emulator(*, enforce_rate_limits: bool = False, time_scale: float = 1.0) -> Service:
-    argv = [PYTHON, "-m", "heap_forwarder.heap.emulator", "--port", "0", "--app-id", APP_ID]
+    argv = [PYTHON, "-m", "heap_forwarder_tools.emulator", "--port", "0", "--app-id", APP_ID]
     if enforce_rate_limits:
         argv += ["--enforce-rate-limits", "--time-scale", str(time_scale)]
     return _start("heap-emulator", argv, r"listening on (http://\S+)")
@@ -321,7 +321,7 @@ def services() -> Iterator[Services]:
 
 @contextmanager
 def _env(values: Mapping[str, str]) -> Iterator[None]:
-    # Like heap_forwarder.local.sandbox.environment, kept here: a measuring process must not
+    # Like heap_forwarder_tools.local.sandbox.environment, kept here: a measuring process must not
     # import the package before the figure it measures (cold start, memory).
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)

@@ -62,7 +62,7 @@ def build_events(count: int) -> list[dict[str, Any]]:
 
 def start_emulator() -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "heap_forwarder.heap.emulator", "--port", "0", "--app-id", APP_ID],
+        [sys.executable, "-m", "heap_forwarder_tools.emulator", "--port", "0", "--app-id", APP_ID],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from heap_forwarder.heap.client import DeliverySettings, HeapClient, RequestRecord, new_pool
-from heap_forwarder.heap.emulator import HeapEmulator
 from heap_forwarder.heap.items import Endpoint, HeapItem
 from heap_forwarder.outcome import Fate
+from heap_forwarder_tools.emulator import HeapEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_ID = "bench-app"
@@ -91,10 +91,10 @@ def trickle(kind: str) -> dict[str, Any]:
     """The real handler with 30 s left, against a Heap that trickles its answers."""
     from heap_forwarder.entry import api as api_entry
     from heap_forwarder.entry import sqs as sqs_entry
-    from heap_forwarder.local.invoke import LocalContext
-    from heap_forwarder.local.poller import as_lambda_record
-    from heap_forwarder.local.sandbox import LOCAL_WRITE_KEY, Sandbox, environment
-    from heap_forwarder.local.server import http_api_event
+    from heap_forwarder_tools.local.invoke import LocalContext
+    from heap_forwarder_tools.local.poller import as_lambda_record
+    from heap_forwarder_tools.local.sandbox import LOCAL_WRITE_KEY, Sandbox, environment
+    from heap_forwarder_tools.local.server import http_api_event
 
     events = [
         {

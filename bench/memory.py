@@ -79,7 +79,7 @@ def small_request() -> dict[str, Any]:
 
 
 def _api_event(path: str, body: bytes, *, gzip_encoded: bool) -> dict[str, Any]:
-    from heap_forwarder.local.server import http_api_event
+    from heap_forwarder_tools.local.server import http_api_event
 
     headers = [("Content-Type", "application/json"), ("User-Agent", "bench")]
     if gzip_encoded:

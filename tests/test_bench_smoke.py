@@ -143,7 +143,7 @@ def test_a_run_that_lost_or_failed_anything_fails() -> None:
 def test_the_bench_runs_the_handler_with_the_templates_import_time_settings() -> None:
     """What the template sets for every function and acts at import (pydantic's plugin scan) is
     what the cold-start and memory workers set: the figures are the deployed function's."""
-    from heap_forwarder.local.template import load_template
+    from heap_forwarder_tools.local.template import load_template
 
     variables = load_template(c.ROOT / "template.yaml")["Globals"]["Function"]["Environment"]["Variables"]
     for name, value in c.TEMPLATE_IMPORT_ENV.items():

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from heap_forwarder import cli
 from heap_forwarder.heap import client
+from heap_forwarder_tools import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "events"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from heap_forwarder.cli import main
+from heap_forwarder_tools.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 RAW = sorted((ROOT / "events/raw").glob("*.json"))

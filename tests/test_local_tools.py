@@ -17,11 +17,11 @@ import pytest
 # Imported at collection, so that the Powertools logger binds to a stdout that outlives any
 # single test's capture (it keeps the stream it finds at import).
 import heap_forwarder.edge.observability  # noqa: F401
-from heap_forwarder import cli
-from heap_forwarder.local.poller import EventSourceMapping, PollResult, as_lambda_record
-from heap_forwarder.local.sandbox import LOCAL_APP_ID, Sandbox, environment
-from heap_forwarder.local.template import Resolver, TemplateError, function_spec, load_template
 from heap_forwarder.outcome import ErrorClass
+from heap_forwarder_tools import cli
+from heap_forwarder_tools.local.poller import EventSourceMapping, PollResult, as_lambda_record
+from heap_forwarder_tools.local.sandbox import LOCAL_APP_ID, Sandbox, environment
+from heap_forwarder_tools.local.template import Resolver, TemplateError, function_spec, load_template
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
@@ -447,7 +447,7 @@ def test_failing_forever_ends_in_the_dlq_by_the_redrive_policy(queues: dict[str,
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from heap_forwarder.edge.observability import logger
-    from heap_forwarder.local.demo import run_demo
+    from heap_forwarder_tools.local.demo import run_demo
 
     handler = logger.registered_handler
     stream_before = handler.stream

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
-from heap_forwarder.local.template import Resolver, function_spec, load_template
+import pytest
+
+from heap_forwarder_tools.local.template import Resolver, function_spec, load_template
 
 ROOT = Path(__file__).resolve().parent.parent
+RUNTIME = ROOT / "handler" / "heap_forwarder"
 
 
 def _names(requirements: list[str]) -> dict[str, str]:
@@ -46,3 +53,146 @@ def test_ci_runs_the_test_command_the_readme_gives() -> None:
     ci = (ROOT / ".ci/run").read_text()
     assert "make test" in readme and "make demo" in readme
     assert re.search(r"^make test$", ci, re.MULTILINE)
+
+
+# ---------------------------------------------------------------- what ships to Lambda
+
+# Modules each function needs (their entry points and what those stand on).
+NEEDED = (
+    "entry/sqs.py",
+    "entry/api.py",
+    "pipeline.py",
+    "outcome.py",
+    "models.py",
+    "inbound.py",
+    "envelopes.py",
+    "mapping/engine.py",
+    "mapping/default_playbook.yaml",
+    "heap/client.py",
+    "heap/rules.py",
+    "edge/consumer.py",
+    "edge/ingest.py",
+    "edge/dlq.py",
+    "edge/runtime.py",
+    "edge/api_contract.py",
+)
+# What never runs in Lambda, by the names it had in the runtime package or might get again.
+TOOL_NAMES = {"emulator", "local", "cli", "redrive", "openapi", "demo", "sandbox", "poller"}
+# A tripwire, not a target: the runtime was 5,039 lines when the tools moved out (8,359
+# before). Raise it knowingly when the runtime grows; a jump means tool code is shipping again.
+MAX_ARTIFACT_LINES = 6_000
+
+# Run in a fresh interpreter whose sys.path starts at the artifact: imports every module the
+# artifact holds, then reports where each of our modules came from and which installed
+# distributions got imported, so the test can tell an artifact that works alone from one that
+# leans on the source tree, the tools package or a dev-only dependency.
+_IMPORT_ALL = """
+import importlib, importlib.metadata, json, pathlib, sys
+root = pathlib.Path(sys.argv[1])
+names = sorted(
+    ".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+    for p in root.joinpath("heap_forwarder").rglob("*.py")
+)
+for name in names:
+    importlib.import_module(name)
+ours = {
+    n: getattr(m, "__file__", None) for n, m in sys.modules.items() if n.startswith("heap_forwarder")
+}
+tops = importlib.metadata.packages_distributions()
+dists = sorted({d for n in list(sys.modules) for d in tops.get(n.split(".")[0], [])})
+print(json.dumps({"imported": names, "ours": ours, "dists": dists}))
+"""
+
+
+def _build(function: str, artifacts: Path) -> None:
+    artifacts.mkdir()
+    # What sam build runs for a BuildMethod: makefile function, with the test's interpreter for
+    # the bytecode (sam uses python3.13; the .pyc names carry the interpreter's tag).
+    subprocess.run(
+        [
+            "make",
+            "-s",
+            "-C",
+            str(ROOT / "handler"),
+            f"build-{function}",
+            f"ARTIFACTS_DIR={artifacts}",
+            f"PYTHON={sys.executable}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _files(root: Path) -> set[str]:
+    return {
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+def _lines(root: Path) -> int:
+    return sum(len(p.read_text("utf-8").splitlines()) for p in root.rglob("*.py"))
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    artifacts = tmp_path_factory.mktemp("build") / "ConsumerFunction"
+    _build("ConsumerFunction", artifacts)
+    return artifacts
+
+
+def test_the_function_build_ships_the_runtime_package_alone(artifact: Path) -> None:
+    assert sorted(p.name for p in artifact.iterdir()) == ["heap_forwarder"]
+    shipped = _files(artifact / "heap_forwarder")
+    assert shipped == _files(RUNTIME)
+    assert set(NEEDED) <= shipped
+    parts = {part.removesuffix(".py") for path in shipped for part in path.split("/")}
+    assert not parts & TOOL_NAMES, f"tool modules in the Lambda artifact: {sorted(parts & TOOL_NAMES)}"
+
+
+def test_every_shipped_module_has_its_bytecode(artifact: Path) -> None:
+    tag = sys.implementation.cache_tag
+    for source in (artifact / "heap_forwarder").rglob("*.py"):
+        compiled = source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"
+        assert compiled.is_file(), f"{compiled} missing: a cold start would compile {source.name}"
+
+
+def test_the_artifact_stays_small(artifact: Path) -> None:
+    assert _lines(artifact) <= MAX_ARTIFACT_LINES
+
+
+def test_both_functions_ship_the_same_code(artifact: Path, tmp_path: Path) -> None:
+    _build("ApiFunction", tmp_path / "ApiFunction")
+    assert _files(tmp_path / "ApiFunction") == _files(artifact)
+
+
+def test_every_shipped_module_imports_from_the_artifact_alone(artifact: Path, tmp_path: Path) -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "AWS_", "POWERTOOLS_"))}
+    environ |= {
+        "PYTHONPATH": str(artifact),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    # cwd elsewhere: the repository's own folders must not be what makes an import work.
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_ALL, str(artifact)],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert {"heap_forwarder.entry.sqs", "heap_forwarder.entry.api"} <= set(report["imported"])
+    strays = {n: f for n, f in report["ours"].items() if not f or not Path(f).is_relative_to(artifact)}
+    assert not strays, f"modules loaded from outside the artifact: {strays}"
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    dev_only = set(_names(project["optional-dependencies"]["dev"])) - set(_names(project["dependencies"]))
+    leaked = {d for d in report["dists"] if d.lower().replace("_", "-") in dev_only}
+    assert not leaked, f"the functions import dev-only packages: {sorted(leaked)}"

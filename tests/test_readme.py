@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from heap_forwarder.cli import main
+from heap_forwarder_tools.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text("utf-8")

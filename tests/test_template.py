@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from heap_forwarder.local.template import Resolver, function_spec, load_template
+from heap_forwarder_tools.local.template import Resolver, function_spec, load_template
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = {"ConsumerFunction": "ConsumerReservedConcurrency", "ApiFunction": "ApiReservedConcurrency"}

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from heap_forwarder.local.invoke import LocalContext, load_handler
-from heap_forwarder.local.poller import EventSourceMapping
-from heap_forwarder.local.sandbox import DeadLetterView, Sandbox, environment
-from heap_forwarder.local.server import http_api_event
-from heap_forwarder.local.template import FunctionSpec
+from heap_forwarder_tools.local.invoke import LocalContext, load_handler
+from heap_forwarder_tools.local.poller import EventSourceMapping
+from heap_forwarder_tools.local.sandbox import DeadLetterView, Sandbox, environment
+from heap_forwarder_tools.local.server import http_api_event
+from heap_forwarder_tools.local.template import FunctionSpec
 from sample_events import raw
 
 ROOT = Path(__file__).resolve().parents[2]

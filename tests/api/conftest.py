@@ -9,7 +9,7 @@ import pytest
 from api_support import TEMPLATE, Api, drain
 
 from heap_forwarder.edge.observability import logger
-from heap_forwarder.local.sandbox import Sandbox
+from heap_forwarder_tools.local.sandbox import Sandbox
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from heap_forwarder.local.sandbox import Sandbox
-from heap_forwarder.local.server import LocalApiServer, api_routes
+from heap_forwarder_tools.local.sandbox import Sandbox
+from heap_forwarder_tools.local.server import LocalApiServer, api_routes
 
 schema = schemathesis.openapi.from_path(ROOT / "docs" / "openapi.json")
 schema.config.phases.coverage.enabled = False  # its exhaustive negative cases take ~10 s

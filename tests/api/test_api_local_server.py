@@ -16,8 +16,8 @@ import segment.analytics as segment
 from api_support import WRITE_KEY, Api, basic, raw
 
 import heap_forwarder.entry.api as api_entry
-from heap_forwarder.local.sandbox import Sandbox
-from heap_forwarder.local.server import LocalApiServer, api_routes, http_api_event, http_response
+from heap_forwarder_tools.local.sandbox import Sandbox
+from heap_forwarder_tools.local.server import LocalApiServer, api_routes, http_api_event, http_response
 
 
 @pytest.fixture(scope="module")

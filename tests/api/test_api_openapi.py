@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from api_support import ROOT
 
-from heap_forwarder import openapi
+from heap_forwarder_tools import openapi
 
 DOCUMENT = ROOT / "docs" / "openapi.json"
 ROUTES = {
@@ -29,9 +29,9 @@ def document() -> dict[str, Any]:
 
 
 def test_the_checked_in_document_is_up_to_date() -> None:
-    """Regenerate with: python -m heap_forwarder.openapi > docs/openapi.json"""
+    """Regenerate with: python -m heap_forwarder_tools.openapi > docs/openapi.json"""
     assert DOCUMENT.read_text("utf-8") == openapi.render(), (
-        "docs/openapi.json is stale: run `python -m heap_forwarder.openapi > docs/openapi.json`"
+        "docs/openapi.json is stale: run `python -m heap_forwarder_tools.openapi > docs/openapi.json`"
     )
 
 

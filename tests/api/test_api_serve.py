@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 from api_support import ROOT, WRITE_KEY, basic, raw
 
-from heap_forwarder import cli
+from heap_forwarder_tools import cli
 
 
 def free_port() -> int:

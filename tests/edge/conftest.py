@@ -18,13 +18,13 @@ from heap_forwarder.edge.consumer import BackoffPolicy, Consumer
 from heap_forwarder.edge.dlq import DeadLetterWriter
 from heap_forwarder.edge.observability import logger, metrics
 from heap_forwarder.heap.client import DeliverySettings, HeapClient, new_pool
-from heap_forwarder.heap.emulator import HeapEmulator
-from heap_forwarder.local.poller import as_lambda_record
-from heap_forwarder.local.sandbox import peek_queue, queue_counts
 from heap_forwarder.mapping.engine import Mapper
 from heap_forwarder.mapping.loader import build_playbook
 from heap_forwarder.mapping.playbook import Playbook
 from heap_forwarder.pipeline import Pipeline
+from heap_forwarder_tools.emulator import HeapEmulator
+from heap_forwarder_tools.local.poller import as_lambda_record
+from heap_forwarder_tools.local.sandbox import peek_queue, queue_counts
 from sample_events import raw
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -245,7 +245,7 @@ def make_consumer(
 @pytest.fixture(scope="module")
 def module_sandbox() -> Iterator[Any]:
     """One Sandbox (template queues and parameters on moto, a Heap emulator) per test module."""
-    from heap_forwarder.local.sandbox import LOCAL_APP_ID, Sandbox
+    from heap_forwarder_tools.local.sandbox import LOCAL_APP_ID, Sandbox
 
     emulator = HeapEmulator(app_ids=(LOCAL_APP_ID, SECRET_APP_ID))
     with Sandbox(template_path=ROOT / "template.yaml", emulator=emulator) as box:

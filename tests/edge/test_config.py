@@ -9,7 +9,7 @@ import pytest
 
 from heap_forwarder.edge.config import ConfigurationError, load_settings
 from heap_forwarder.edge.consumer import BackoffPolicy
-from heap_forwarder.local.template import Resolver, function_spec, load_template
+from heap_forwarder_tools.local.template import Resolver, function_spec, load_template
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from heap_forwarder.entry import sqs as entry
-from heap_forwarder.local.invoke import LocalContext
-from heap_forwarder.local.poller import EventSourceMapping
-from heap_forwarder.local.sandbox import Sandbox, environment
-from heap_forwarder.local.template import FunctionSpec
+from heap_forwarder_tools.local.invoke import LocalContext
+from heap_forwarder_tools.local.poller import EventSourceMapping
+from heap_forwarder_tools.local.sandbox import Sandbox, environment
+from heap_forwarder_tools.local.template import FunctionSpec
 
 FAST = {
     "BACKOFF_BASE_SECONDS": "0",

@@ -12,18 +12,18 @@ from typing import Any
 import pytest
 from dlq_faults import RefusingSqs
 
-from heap_forwarder.cli import main
 from heap_forwarder.edge import dlq
-from heap_forwarder.edge import redrive as redrive_module
 from heap_forwarder.edge.dlq import DeadLetter, DeadLetterWriter
-from heap_forwarder.edge.redrive import (
+from heap_forwarder.outcome import ErrorClass
+from heap_forwarder_tools import redrive as redrive_module
+from heap_forwarder_tools.cli import main
+from heap_forwarder_tools.redrive import (
     REASON_CLASSES,
     RedriveError,
     redrive,
     region_of,
     resolve_queue_urls,
 )
-from heap_forwarder.outcome import ErrorClass
 
 REGION = "us-east-1"
 MISSING_QUEUE = f"https://sqs.{REGION}.amazonaws.com/123456789012/no-such-queue"

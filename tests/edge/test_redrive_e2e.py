@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from heap_forwarder.edge.redrive import redrive
-from heap_forwarder.heap.emulator import HeapEmulator
-from heap_forwarder.local.invoke import LocalContext, load_handler
-from heap_forwarder.local.poller import EventSourceMapping
-from heap_forwarder.local.sandbox import LOCAL_APP_ID, Sandbox, environment
-from heap_forwarder.local.template import FunctionSpec
+from heap_forwarder_tools.emulator import HeapEmulator
+from heap_forwarder_tools.local.invoke import LocalContext, load_handler
+from heap_forwarder_tools.local.poller import EventSourceMapping
+from heap_forwarder_tools.local.sandbox import LOCAL_APP_ID, Sandbox, environment
+from heap_forwarder_tools.local.template import FunctionSpec
+from heap_forwarder_tools.redrive import redrive
 
 ROOT = Path(__file__).resolve().parents[2]
 RAW = sorted((ROOT / "events" / "raw").glob("*.json"))

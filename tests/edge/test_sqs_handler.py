@@ -19,9 +19,9 @@ from heap_forwarder.edge.config import ConfigurationError
 from heap_forwarder.edge.observability import logger
 from heap_forwarder.edge.parameters import ParameterStore
 from heap_forwarder.entry import sqs as entry
-from heap_forwarder.local.invoke import LocalContext, invoke
-from heap_forwarder.local.poller import EventSourceMapping, as_lambda_record
-from heap_forwarder.local.sandbox import Sandbox, environment
+from heap_forwarder_tools.local.invoke import LocalContext, invoke
+from heap_forwarder_tools.local.poller import EventSourceMapping, as_lambda_record
+from heap_forwarder_tools.local.sandbox import Sandbox, environment
 
 SECRET_APP_ID = "app-SECRET-123"
 SECRET_TRAIT = "trait-SECRET"

@@ -10,9 +10,9 @@ import pytest
 import urllib3
 
 from heap_forwarder.heap.client import DeliverySettings, HeapClient, RequestRecord, new_pool
-from heap_forwarder.heap.emulator import HeapEmulator
 from heap_forwarder.heap.items import Endpoint, HeapItem
 from heap_forwarder.heap.limiter import RateLimiter
+from heap_forwarder_tools.emulator import HeapEmulator
 
 APP_ID = "demo-app-id"
 FIELDS: dict[str, Any] = {"app_id": APP_ID}

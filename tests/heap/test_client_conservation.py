@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from heap_forwarder.heap.client import DeliverySettings, HeapClient
-from heap_forwarder.heap.emulator import HeapEmulator
 from heap_forwarder.heap.items import Endpoint, HeapItem
 from heap_forwarder.outcome import Fate
+from heap_forwarder_tools.emulator import HeapEmulator
 
 NAMES = ["Viewed", "Clicked", "Bad"]
 # Each bad event gets a name of its own ("Bad 17"), so no two refusals read alike: the

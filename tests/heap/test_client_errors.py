@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from heap_forwarder.heap.emulator import HeapEmulator
 from heap_forwarder.heap.items import Endpoint
 from heap_forwarder.outcome import DELIVERED, ErrorClass, Fate
+from heap_forwarder_tools.emulator import HeapEmulator
 
 
 def _bisection_bound(n: int, offenders: int = 1) -> int:

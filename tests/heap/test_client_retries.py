@@ -16,10 +16,10 @@ import urllib3
 from pydantic_core import to_json
 
 from heap_forwarder.heap.client import DeliverySettings, HeapClient, RequestRecord, parse_retry_after
-from heap_forwarder.heap.emulator import HeapEmulator, RateLimits
 from heap_forwarder.heap.items import Endpoint
 from heap_forwarder.heap.limiter import RateLimiter
 from heap_forwarder.outcome import DELIVERED, ErrorClass, Fate
+from heap_forwarder_tools.emulator import HeapEmulator, RateLimits
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 429, 408])

@@ -19,7 +19,7 @@ import pytest
 import urllib3
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
-from heap_forwarder.heap.emulator import HeapEmulator, format_seconds
+from heap_forwarder_tools.emulator import HeapEmulator, format_seconds
 
 APP = "app-1"
 OTHER_APP = "app-2"
@@ -843,8 +843,9 @@ def test_stop_closes_the_server_and_a_new_one_starts(http: urllib3.PoolManager) 
 
 @pytest.mark.timeout(30)
 def test_module_runs_as_a_command_and_stops_on_sigterm(http: urllib3.PoolManager) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "handler")}
-    command = [sys.executable, "-m", "heap_forwarder.heap.emulator", "--port", "0", "--app-id", "cli-app"]
+    # This tree's two source roots: the emulator (tools/) and the runtime it imports (handler/).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(REPO / root) for root in ("handler", "tools"))}
+    command = [sys.executable, "-m", "heap_forwarder_tools.emulator", "--port", "0", "--app-id", "cli-app"]
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     ) as process:

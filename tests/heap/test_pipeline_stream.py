@@ -11,12 +11,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from heap_forwarder.heap.client import DeliverySettings, HeapClient
-from heap_forwarder.heap.emulator import HeapEmulator
 from heap_forwarder.heap.items import Endpoint, HeapItem
 from heap_forwarder.mapping.engine import Mapper
 from heap_forwarder.mapping.loader import build_playbook
 from heap_forwarder.outcome import ErrorClass, Fate, Outcome
 from heap_forwarder.pipeline import BULK_STREAM_AT, STREAM_CONCURRENCY, Pipeline
+from heap_forwarder_tools.emulator import HeapEmulator
 
 APP_ID = "demo-app-id"
 STAMP = "2024-06-10T14:03:11.000Z"

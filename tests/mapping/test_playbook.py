@@ -12,7 +12,6 @@ import pytest
 import yaml
 from moto import mock_aws
 
-from heap_forwarder.cli import main
 from heap_forwarder.heap.items import Endpoint
 from heap_forwarder.mapping.engine import Mapper, MissingParameter
 from heap_forwarder.mapping.loader import (
@@ -24,6 +23,7 @@ from heap_forwarder.mapping.loader import (
 )
 from heap_forwarder.mapping.playbook import Playbook, PlaybookError, event_key
 from heap_forwarder.pipeline import Pipeline
+from heap_forwarder_tools.cli import main
 
 SSM_STANDARD_MAX = 4096  # bytes a Standard-tier SSM parameter holds
 SSM_ADVANCED_MAX = 8192  # bytes an Advanced-tier SSM parameter holds

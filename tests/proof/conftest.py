@@ -12,7 +12,7 @@ from proof_support import TEMPLATE, Stage
 from heap_forwarder.edge.observability import metrics
 from heap_forwarder.entry import api as api_entry
 from heap_forwarder.entry import sqs as sqs_entry
-from heap_forwarder.local.sandbox import Sandbox
+from heap_forwarder_tools.local.sandbox import Sandbox
 
 
 @pytest.fixture(scope="module")

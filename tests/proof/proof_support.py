@@ -21,10 +21,10 @@ from typing import Any
 
 from heap_forwarder.entry import api as api_entry
 from heap_forwarder.entry import sqs as sqs_entry
-from heap_forwarder.local.invoke import LocalContext
-from heap_forwarder.local.sandbox import LOCAL_WRITE_KEY, Sandbox, environment, peek_queue, queue_counts
-from heap_forwarder.local.server import http_api_event
-from heap_forwarder.local.template import FunctionSpec
+from heap_forwarder_tools.local.invoke import LocalContext
+from heap_forwarder_tools.local.sandbox import LOCAL_WRITE_KEY, Sandbox, environment, peek_queue, queue_counts
+from heap_forwarder_tools.local.server import http_api_event
+from heap_forwarder_tools.local.template import FunctionSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

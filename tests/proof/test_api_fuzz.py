@@ -33,7 +33,7 @@ from schemathesis.checks import not_a_server_error
 
 from heap_forwarder.edge.ingest import ErrorCode
 from heap_forwarder.envelopes import ROUTE_TYPES
-from heap_forwarder.local.server import LocalApiServer, api_routes
+from heap_forwarder_tools.local.server import LocalApiServer, api_routes
 
 EXAMPLES = int(os.environ.get("API_FUZZ_EXAMPLES", "30"))  # per operation and per test in CI
 ERROR_CODES = {code.value for code in ErrorCode}

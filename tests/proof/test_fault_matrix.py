@@ -30,7 +30,7 @@ from proof_support import (
     take_census,
 )
 
-from heap_forwarder.local.poller import EventSourceMapping, as_lambda_record
+from heap_forwarder_tools.local.poller import EventSourceMapping, as_lambda_record
 from sample_events import raw
 
 PROBE = "Cell Probe"  # the event name Heap refuses in the "400 for one event" cells

@@ -28,7 +28,7 @@ from proof_support import (
     take_census,
 )
 
-from heap_forwarder.local.poller import EventSourceMapping
+from heap_forwarder_tools.local.poller import EventSourceMapping
 from sample_events import raw
 
 SQS_CASES = [c for c in CORPUS if c.sqs != "n/a"]

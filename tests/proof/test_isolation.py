@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from proof_support import Stage, read_messages
 
-from heap_forwarder.local.poller import EventSourceMapping
+from heap_forwarder_tools.local.poller import EventSourceMapping
 
 # The limiter opened wide: these tests are about who ends where, not about pacing.
 WIDE_OPEN = {"RATE_LIMIT_EVENTS_PER_MINUTE": "100000000", "RATE_LIMIT_BURST": "100000"}

@@ -25,7 +25,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from heap_forwarder.heap.emulator import _Rejected, _validate
 from heap_forwarder.heap.items import Endpoint, HeapItem
 from heap_forwarder.heap.rules import HeapRuleError, RuleSettings, apply_rules
 from heap_forwarder.mapping.engine import Mapper, MappingError
@@ -33,6 +32,7 @@ from heap_forwarder.mapping.loader import build_playbook
 from heap_forwarder.models import InvalidEvent, InvalidJson, decode_json, validate_event
 from heap_forwarder.outcome import ErrorClass, Fate
 from heap_forwarder.pipeline import Pipeline
+from heap_forwarder_tools.emulator import _Rejected, _validate
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True

@@ -18,6 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from heap_forwarder.edge.api_contract import RESPONSES, SECURITY, TAG
 from heap_forwarder.edge.config import ApiAuthMode, Settings
 from heap_forwarder.edge.dlq import DeadLetterWriter
 from heap_forwarder.edge.ingest import (
@@ -42,7 +43,6 @@ from heap_forwarder.edge.ingest import (
 from heap_forwarder.edge.observability import count, logger, metrics, traced
 from heap_forwarder.edge.runtime import Runtime, build_runtime
 from heap_forwarder.models import Problem
-from heap_forwarder.openapi import RESPONSES, SECURITY, TAG
 
 app = APIGatewayHttpResolver(enable_validation=True)
 

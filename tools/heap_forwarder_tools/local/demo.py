@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
-from heap_forwarder.local.invoke import invoke, read_event
-from heap_forwarder.local.sandbox import Sandbox
+from heap_forwarder_tools.local.invoke import invoke, read_event
+from heap_forwarder_tools.local.sandbox import Sandbox
 
 
 def _event_files(events_dir: Path, folder: str) -> list[Path]:

@@ -31,10 +31,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from heap_forwarder.envelopes import ROUTE_TYPES
-from heap_forwarder.heap.emulator import listening_url
-from heap_forwarder.local.invoke import LocalContext, load_handler
-from heap_forwarder.local.sandbox import environment
-from heap_forwarder.local.template import FunctionSpec
+from heap_forwarder_tools.emulator import listening_url
+from heap_forwarder_tools.local.invoke import LocalContext, load_handler
+from heap_forwarder_tools.local.sandbox import environment
+from heap_forwarder_tools.local.template import FunctionSpec
 
 FUNCTION = "ApiFunction"
 # API Gateway's own limit on an HTTP API request body.
@@ -343,8 +343,8 @@ def _wait(stop: threading.Event) -> None:
 
 def serve(host: str, port: int, template: Path, aws: bool) -> None:
     """Serve the API on ``host:port`` until SIGINT/SIGTERM: in the sandbox, or (``aws``) for real."""
-    from heap_forwarder.local.sandbox import Sandbox
-    from heap_forwarder.local.template import Resolver, function_spec, load_template
+    from heap_forwarder_tools.local.sandbox import Sandbox
+    from heap_forwarder_tools.local.template import Resolver, function_spec, load_template
 
     def say(text: str) -> None:
         print(text, flush=True)

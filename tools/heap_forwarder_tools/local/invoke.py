@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from heap_forwarder.envelopes import is_http_api_event, is_sqs_event
-from heap_forwarder.local.sandbox import environment
-from heap_forwarder.local.template import FunctionSpec
+from heap_forwarder_tools.local.sandbox import environment
+from heap_forwarder_tools.local.template import FunctionSpec
 
 
 class InvokeError(ValueError):

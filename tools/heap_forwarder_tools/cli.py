@@ -137,14 +137,14 @@ def cmd_mapping_check(args: argparse.Namespace) -> int:
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
-    from heap_forwarder.heap.emulator import serve
+    from heap_forwarder_tools.emulator import serve
 
     serve(args.host, args.port, args.app_id or ["demo-app-id"], args.time_scale, args.enforce_rate_limits)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from heap_forwarder.local.demo import run_demo
+    from heap_forwarder_tools.local.demo import run_demo
 
     summary = run_demo(args.root)
     return 0 if summary["tracked"] else 1
@@ -160,9 +160,9 @@ def _env_overrides(path: Path | None, logical_id: str) -> dict[str, str]:
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
-    from heap_forwarder.local.invoke import InvokeError, invoke, read_event, shape_event, trigger_of
-    from heap_forwarder.local.sandbox import LOCAL_WRITE_KEY, Sandbox
-    from heap_forwarder.local.template import Resolver, TemplateError, function_spec, load_template
+    from heap_forwarder_tools.local.invoke import InvokeError, invoke, read_event, shape_event, trigger_of
+    from heap_forwarder_tools.local.sandbox import LOCAL_WRITE_KEY, Sandbox
+    from heap_forwarder_tools.local.template import Resolver, TemplateError, function_spec, load_template
 
     try:
         document = read_event(args.event)
@@ -208,14 +208,14 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from heap_forwarder.local.server import serve
+    from heap_forwarder_tools.local.server import serve
 
     serve(host=args.host, port=args.port, template=args.template, aws=args.aws)
     return 0
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:
-    from heap_forwarder.edge.redrive import run_redrive_command
+    from heap_forwarder_tools.redrive import run_redrive_command
 
     return run_redrive_command(args)
 
@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=cmd_serve)
 
     redrive = commands.add_parser("redrive", help="move DLQ messages back to the main queue after a fix")
-    from heap_forwarder.edge.redrive import add_arguments as add_redrive_arguments
+    from heap_forwarder_tools.redrive import add_arguments as add_redrive_arguments
 
     add_redrive_arguments(redrive)
     redrive.set_defaults(run=cmd_redrive)

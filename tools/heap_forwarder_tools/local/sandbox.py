@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from heap_forwarder.heap.emulator import HeapEmulator
-from heap_forwarder.local.template import FunctionSpec, Resolver, function_spec, load_template
+from heap_forwarder_tools.emulator import HeapEmulator
+from heap_forwarder_tools.local.template import FunctionSpec, Resolver, function_spec, load_template
 
 DEFAULT_TEMPLATE = Path("template.yaml")
 LOCAL_APP_ID = "demo-app-id"

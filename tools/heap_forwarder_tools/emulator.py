@@ -5,7 +5,7 @@ whole request with a short 400 text, nothing from it is kept), stores what it ac
 inject faults: failures with ``Retry-After``, latency, dropped connections, answers trickled a byte
 at a time, rejected event names (with Heap's text or one given, with or without the field path)
 and rate limits on an accelerated clock. Tests, the README demo and the benchmarks use it, in
-process (:class:`HeapEmulator`) or out of process (``python -m heap_forwarder.heap.emulator``,
+process (:class:`HeapEmulator`) or out of process (``python -m heap_forwarder_tools.emulator``,
 driven through the ``/_emulator/...`` control API). docs/emulator.md lists every control.
 
 Standard library only (plus ``pydantic_core`` for fast JSON parsing); no AWS.
@@ -1093,7 +1093,7 @@ def serve(host: str, port: int, app_ids: list[str], time_scale: float, enforce_r
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m heap_forwarder.heap.emulator",
+        prog="python -m heap_forwarder_tools.emulator",
         description="Run a local Heap server-side API emulator.",
     )
     parser.add_argument("--host", default="127.0.0.1")
