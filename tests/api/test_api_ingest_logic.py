@@ -392,3 +392,33 @@ def test_a_request_inflating_to_170_000_events_is_handled_in_bounded_memory() ->
     assert f"the limit is {MAX_EVENTS_PER_REQUEST} per request" in answer.body["message"]
     assert peak < INFLATING_REQUEST_PEAK_BYTES, f"peak {peak / 2**20:.0f} MiB"
     assert heap.sent == dlq.letters == queue.parked == []
+
+
+def test_a_503_is_answered_before_any_letter_is_written() -> None:
+    """Hostile review: letters written, then parking failed and the answer was 503; the client's
+    resend wrote them again under the new request's id, where redrive could not pair them."""
+    heap = ScriptedHeap({"Refused": REFUSED, "Down": DOWN})
+    dlq, queue = MemoryDlq(), MemoryQueue(works=False)
+
+    answer = post(
+        make_ingest(heap, dlq, queue), "/v1/batch", {"batch": [track(1, "Refused"), track(2, "Down")]}
+    )
+
+    assert answer.status == 503
+    assert dlq.letters == []  # the resend decides the refused event's letter, once
+
+
+def test_every_refused_event_is_listed_so_the_answer_accounts_for_each_event() -> None:
+    """Hostile review: 1,500 refused events were listed as 1,000 (the list was capped)."""
+    heap = ScriptedHeap({"Refused": REFUSED})
+    batch = [
+        {"type": "track", "event": "Refused" if i < 1500 else "Fine", "userId": "u", "messageId": f"m{i}"}
+        for i in range(1510)
+    ]
+
+    answer = post(make_ingest(heap, MemoryDlq(), MemoryQueue()), "/v1/batch", {"batch": batch})
+
+    assert answer.status == 200
+    assert answer.body["delivered"] == 10
+    assert len(answer.body["rejected"]) == 1500
+    assert answer.body["delivered"] + len(answer.body["rejected"]) + answer.body["parked"] == 1510

@@ -626,3 +626,74 @@ def test_read_records_survives_odd_attributes() -> None:
     )
     assert record.receive_count == 1
     assert record.first_seen.endswith("Z")
+
+
+def test_an_invocation_takes_on_a_bounded_number_of_events_and_defers_the_rest(
+    aws, emulator, make_consumer, kit
+) -> None:
+    """Hostile review: 700 records of 2,500 ``{}`` each (5 MB, each under the per-record cap)
+    made 1.75 million dead letters in one invocation (1.25 GB, past the deadline). Now the
+    invocation reads records until its event cap, and hands the rest back at once, unread."""
+    consumer = make_consumer()
+    consumer.max_events_per_invocation = 250
+    bodies = [json.dumps({"batch": [{}] * 100}) for _ in range(8)]
+    event = aws.lambda_event(*bodies)
+    response = consumer.handle(event, 30.0)
+    failed = [f["itemIdentifier"] for f in response["batchItemFailures"]]
+    assert failed == ids(event)[2:]  # two records read (200 events); a third would pass the cap
+    assert len(aws.dead_letters()) == 200  # the events of the two records read, one letter each
+    visible, in_flight = aws.main_counts()
+    # The deferred records are back at once (visibility 0); the two read wait for their deletion.
+    assert (visible, in_flight) == (6, 2)
+
+
+def test_records_nearest_their_last_receive_are_read_first() -> None:
+    def record(n: int, receives: int) -> dict:
+        body = json.dumps({"batch": [{"n": n}] * 100})
+        return {"messageId": f"m{n}", "body": body, "attributes": {"ApproximateReceiveCount": str(receives)}}
+
+    records = read_records({"Records": [record(0, 1), record(1, 5), record(2, 19), record(3, 2)]}, 250)
+    assert [r.message_id for r in records] == ["m0", "m1", "m2", "m3"]  # Lambda's order kept
+    assert [r.deferred for r in records] == [True, False, False, True]
+    assert [len(r.events) for r in records] == [0, 100, 100, 0]
+
+
+def test_a_record_deferred_on_its_last_receive_is_dead_lettered_with_the_reason(
+    aws, emulator, make_consumer, kit
+) -> None:
+    consumer = make_consumer(max_receive_count=1)
+    consumer.max_events_per_invocation = 2
+    event = aws.lambda_event(kit.body(kit.track(1), kit.track(2)), kit.body(kit.track(3)))
+    response = consumer.handle(event, 30.0)
+    assert response == {"batchItemFailures": []}
+    (letter,) = aws.dead_letters()
+    assert letter.error_class == "retries_exhausted"
+    assert letter.reason.startswith("retries exhausted: never processed: each batch it came in held more")
+    assert letter.attributes["LetterId"] == f"{ids(event)[1]}:record"
+    assert sorted(e["idempotency_key"] for e in emulator.tracked_events()) == ["msg-1", "msg-2"]
+
+
+def test_dead_letters_are_not_written_past_the_invocations_time(aws, emulator, make_consumer, kit) -> None:
+    """Letters left unwritten when the time is up keep their record for retry. With no time
+    left at all, letters still get LETTER_MIN_SECONDS: here a DLQ answering in 0.4 s takes 3
+    of 5 batches in it."""
+    import time
+
+    from heap_forwarder.edge.consumer import LETTER_MIN_SECONDS
+    from heap_forwarder.edge.dlq import DeadLetterWriter
+
+    class SlowSqs:
+        def __init__(self, sqs: Any) -> None:
+            self.sqs = sqs
+
+        def send_message_batch(self, **kwargs: Any) -> Any:
+            time.sleep(0.4)
+            return self.sqs.send_message_batch(**kwargs)
+
+    consumer = make_consumer()
+    consumer.dead_letters = DeadLetterWriter(SlowSqs(aws.sqs), aws.dlq_url)
+    event = aws.lambda_event(json.dumps({"batch": [{}] * 50}))
+    response = consumer.handle(event, remaining_seconds=-5.0)
+    assert LETTER_MIN_SECONDS == 1.0
+    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == ids(event)
+    assert len(aws.dead_letters()) == 30  # batches started at 0, 0.4 and 0.8 s; not at 1.2 s

@@ -314,9 +314,9 @@ def test_no_request_outlives_the_deadline(emulator, make_client, kit) -> None:
 def test_a_huge_answer_is_read_only_as_far_as_it_is_quoted(emulator, make_client, kit) -> None:
     """A proxy's 5 MB error page: at most MAX_ANSWER_BYTES of it is read, its connection is
     dropped rather than reused, and the next request goes through."""
-    from heap_forwarder.heap.client import MAX_ANSWER_BYTES
-
     import tracemalloc
+
+    from heap_forwarder.heap.client import MAX_ANSWER_BYTES
 
     emulator.fail_next(1, 503, body="E" * 5_000_000)
     client = make_client(retry_budget_s=0)

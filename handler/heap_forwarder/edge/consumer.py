@@ -36,6 +36,16 @@ from heap_forwarder.pipeline import Pipeline
 # ``ingest.MAX_EVENTS_PER_REQUEST`` (same reasoning: SDK batches hold a few hundred events at
 # most), and never lower: the API parks a request it could not deliver as one record.
 MAX_EVENTS_PER_RECORD = 2_500
+# Events one invocation takes on. Lambda hands over up to 6 MB, which can hold hundreds of
+# thousands of tiny events across records each under the per-record cap; past this many, the
+# remaining records are not even decoded: they go back to the queue at once (visibility 0) for
+# another invocation, so memory, time and dead letters per invocation stay bounded. Records
+# nearest their last receive are taken first. 10,000 is four full bulk requests' worth of
+# ordinary events and what the throughput benchmark hands one invocation.
+MAX_EVENTS_PER_INVOCATION = 10_000
+# Dead letters always get this long, even when delivery used up the time: they are how an event
+# on its last receive keeps its reason. Bounded all the same (at most the invocation's events).
+LETTER_MIN_SECONDS = 1.0
 
 
 @dataclass
@@ -48,6 +58,7 @@ class _Record:
     events: list[Any] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)  # index of each event in the invocation
     unreadable: Outcome | None = None  # the body itself could not be read as events
+    deferred: bool = False  # not read: the invocation had its fill of events (see read_records)
 
     @property
     def first_seen(self) -> str:
@@ -75,38 +86,55 @@ def _first_seen(attributes: Mapping[str, Any]) -> str:
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def read_records(sqs_event: Mapping[str, Any]) -> list[_Record]:
-    records = []
-    for raw in sqs_event.get("Records") or []:
-        attributes = raw.get("attributes") or {}
-        try:
-            receive_count = int(attributes.get("ApproximateReceiveCount", 1))
-        except (TypeError, ValueError):
-            receive_count = 1
-        record = _Record(
-            message_id=str(raw.get("messageId", "")),
-            receipt_handle=str(raw.get("receiptHandle", "")),
-            receive_count=receive_count,
-            attributes=attributes,
-            body=str(raw.get("body", "")),
-        )
-        try:
-            # No walk for numbers too large for a float: the rules refuse them where they matter.
-            events = events_of(decode_body(record.body, finite_numbers=False))[0]
-            if len(events) > MAX_EVENTS_PER_RECORD:
-                record.unreadable = rejected(
-                    ErrorClass.TOO_LARGE,
-                    f"the record holds {len(events)} events; the limit is {MAX_EVENTS_PER_RECORD} per record;"
-                    " split it into smaller messages",
-                )
-            else:
-                record.events = events
-        except BodyError as error:
-            record.unreadable = rejected(ErrorClass.INVALID_JSON, str(error))
-        except InvalidEvent as error:
-            record.unreadable = rejected(ErrorClass.INVALID_EVENT, str(error))
-        records.append(record)
+def read_records(sqs_event: Mapping[str, Any], max_events: int = MAX_EVENTS_PER_INVOCATION) -> list[_Record]:
+    """The records in the order Lambda gave them; once ``max_events`` events were read, the rest
+    are left unread (``deferred``). The first record is always read; records with more receives
+    are read first, so that one that is running out of receives is not deferred again."""
+    records = [_record(raw) for raw in sqs_event.get("Records") or []]
+    taken = 0
+    for record in sorted(records, key=lambda r: -r.receive_count):
+        if taken >= max_events:
+            record.deferred = True
+            continue
+        _read(record)
+        if taken and taken + len(record.events) > max_events:
+            record.events, record.deferred = [], True  # read, but it does not fit: next time
+            continue
+        taken += len(record.events)
     return records
+
+
+def _record(raw: Mapping[str, Any]) -> _Record:
+    attributes = raw.get("attributes") or {}
+    try:
+        receive_count = int(attributes.get("ApproximateReceiveCount", 1))
+    except (TypeError, ValueError):
+        receive_count = 1
+    return _Record(
+        message_id=str(raw.get("messageId", "")),
+        receipt_handle=str(raw.get("receiptHandle", "")),
+        receive_count=receive_count,
+        attributes=attributes,
+        body=str(raw.get("body", "")),
+    )
+
+
+def _read(record: _Record) -> None:
+    try:
+        # No walk for numbers too large for a float: the rules refuse them where they matter.
+        events = events_of(decode_body(record.body, finite_numbers=False))[0]
+        if len(events) > MAX_EVENTS_PER_RECORD:
+            record.unreadable = rejected(
+                ErrorClass.TOO_LARGE,
+                f"the record holds {len(events)} events; the limit is {MAX_EVENTS_PER_RECORD} per record;"
+                " split it into smaller messages",
+            )
+        else:
+            record.events = events
+    except BodyError as error:
+        record.unreadable = rejected(ErrorClass.INVALID_JSON, str(error))
+    except InvalidEvent as error:
+        record.unreadable = rejected(ErrorClass.INVALID_EVENT, str(error))
 
 
 class Consumer:
@@ -130,16 +158,32 @@ class Consumer:
         self.max_receive_count = max_receive_count
         self.rng = rng or random.Random()
         self.clock = clock
+        self.letters_until: float | None = None  # set per invocation by handle
+        self.max_events_per_invocation = MAX_EVENTS_PER_INVOCATION
 
-    def handle(self, sqs_event: Mapping[str, Any], remaining_seconds: float | None) -> dict[str, Any]:
-        records = read_records(sqs_event)
-        count("BatchSize", len(records))
+    def handle(
+        self,
+        sqs_event: Mapping[str, Any],
+        remaining_seconds: float | None,
+        *,
+        letter_grace_seconds: float = 0.0,
+    ) -> dict[str, Any]:
+        """``remaining_seconds``: until delivery must end; dead letters may take up to
+        ``letter_grace_seconds`` more (a part of the margin kept back from Lambda's deadline)."""
+        started = self.clock()
+        all_records = read_records(sqs_event, self.max_events_per_invocation)
+        count("BatchSize", len(all_records))
+        deferred = [r for r in all_records if r.deferred]
+        records = [r for r in all_records if not r.deferred]
+        self.letters_until = (
+            None if remaining_seconds is None else started + remaining_seconds + letter_grace_seconds
+        )
         try:
             pipeline = self.pipeline_factory()
         except Exception as error:  # SSM down, app ID missing, playbook unusable: retry all
             logger.error("configuration fault: every record will be retried", extra={"cause": str(error)})
             count("ConfigurationFaults", 1)
-            return self._settle_unprocessed(records, f"configuration fault: {error}")
+            return self._merge(self._settle_unprocessed(records, f"configuration fault: {error}"), deferred)
 
         raws: list[Any] = []
         for record in records:
@@ -147,9 +191,29 @@ class Consumer:
                 record.positions.append(len(raws))
                 raws.append(event)
         count("EventsReceived", len(raws) + sum(1 for r in records if r.unreadable))
-        deadline = self.clock() + remaining_seconds if remaining_seconds is not None else None
+        deadline = started + remaining_seconds if remaining_seconds is not None else None
         outcomes = pipeline.process(raws, deadline=deadline) if raws else []
-        return self._settle(records, outcomes)
+        return self._merge(self._settle(records, outcomes), deferred)
+
+    def _merge(self, response: dict[str, Any], deferred: Sequence[_Record]) -> dict[str, Any]:
+        """The records left unread go back at once, for another invocation; one on its last
+        receive is dead-lettered whole rather than moved there by SQS without a reason."""
+        if not deferred:
+            return response
+        count("RecordsDeferred", len(deferred))
+        cause = (
+            f"never processed: each batch it came in held more than {self.max_events_per_invocation}"
+            " events in records nearer their last receive"
+        )
+        last = [r for r in deferred if r.receive_count >= self.max_receive_count]
+        again = [r for r in deferred if r.receive_count < self.max_receive_count]
+        if last:
+            failures = self._settle_unprocessed(last, cause)["batchItemFailures"]
+            failed = {f["itemIdentifier"] for f in failures}
+            again.extend(r for r in last if r.message_id in failed)
+        self._set_visibility(again, lambda record: 0)
+        response["batchItemFailures"].extend({"itemIdentifier": r.message_id} for r in again)
+        return response
 
     def _settle(self, records: Sequence[_Record], outcomes: Sequence[Outcome]) -> dict[str, Any]:
         letters: list[DeadLetter] = []
@@ -188,7 +252,7 @@ class Consumer:
                 "Heap refused the configuration; records will be retried", extra={"events": config_faults}
             )
             count("ConfigurationFaults", 1)
-        written = self.dead_letters.write(letters) if letters else []
+        written = self.dead_letters.write(letters, until=self._letters_until()) if letters else []
         for outcome, owner, ok in zip(letter_outcomes, letter_owner, written, strict=True):
             if ok:
                 logger.warning(
@@ -218,7 +282,10 @@ class Consumer:
         exhausted = [r for r in records if r.receive_count >= self.max_receive_count]
         outcome = Outcome(Fate.REJECTED, ErrorClass.RETRIES_EXHAUSTED, f"retries exhausted: {cause}")
         written = (
-            self.dead_letters.write([self._letter(r, r.body, outcome, WHOLE_RECORD) for r in exhausted])
+            self.dead_letters.write(
+                [self._letter(r, r.body, outcome, WHOLE_RECORD) for r in exhausted],
+                until=self._letters_until(),
+            )
             if exhausted
             else []
         )
@@ -226,6 +293,11 @@ class Consumer:
         count("DlqWrites", len(parked))
         retry = [r for r in records if r.message_id not in parked]
         return self._retry(retry, {r.message_id: cause for r in retry})
+
+    def _letters_until(self) -> float | None:
+        if self.letters_until is None:
+            return None
+        return max(self.letters_until, self.clock() + LETTER_MIN_SECONDS)
 
     def _letter(self, record: _Record, body: str, outcome: Outcome, position: str) -> DeadLetter:
         """The letter of one event of ``record`` (``position``: its index in the record's body) or
@@ -250,14 +322,13 @@ class Consumer:
         return {"batchItemFailures": [{"itemIdentifier": r.message_id} for r in records]}
 
     def _back_off(self, records: Sequence[_Record]) -> None:
-        if not self.queue_url:
+        self._set_visibility(records, lambda r: self.backoff.visibility_timeout(r.receive_count, self.rng))
+
+    def _set_visibility(self, records: Sequence[_Record], seconds: Callable[[_Record], int]) -> None:
+        if not self.queue_url or not records:
             return
         entries = [
-            {
-                "Id": str(i),
-                "ReceiptHandle": r.receipt_handle,
-                "VisibilityTimeout": self.backoff.visibility_timeout(r.receive_count, self.rng),
-            }
+            {"Id": str(i), "ReceiptHandle": r.receipt_handle, "VisibilityTimeout": seconds(r)}
             for i, r in enumerate(records)
         ]
         for start in range(0, len(entries), 10):

@@ -89,25 +89,34 @@ class DeadLetterWriter:
         attempts: int = WRITE_ATTEMPTS,
         pause_seconds: float = RETRY_PAUSE_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sqs = sqs_client
         self.queue_url = queue_url
         self.attempts = max(1, attempts)
         self.pause_seconds = pause_seconds
         self.sleep = sleep
+        self.clock = clock
 
-    def write(self, letters: Sequence[DeadLetter]) -> list[bool]:
+    def write(self, letters: Sequence[DeadLetter], *, until: float | None = None) -> list[bool]:
         """Send each letter; True where SQS took it. A failure never raises: the caller retries.
 
         Only the entries SQS refused on its side (or those of a batch call that failed for a
-        reason that may pass) are sent again: a letter SQS took is never sent twice by one call."""
+        reason that may pass) are sent again: a letter SQS took is never sent twice by one call.
+        No batch is started after ``until`` (on ``clock``): those letters are False, for the
+        caller to retry their records later, rather than let the function time out."""
         written = [False] * len(letters)
         pending = [(i, _bounded(letter.body), letter) for i, letter in enumerate(letters)]
         for attempt in range(self.attempts):
             if attempt:
-                self.sleep(self.pause_seconds * 2 ** (attempt - 1))
+                pause = self.pause_seconds * 2 ** (attempt - 1)
+                if until is not None and self.clock() + pause > until:
+                    return written
+                self.sleep(pause)
             retry: set[int] = set()
             for batch in _batches(pending):
+                if until is not None and self.clock() > until:
+                    return written
                 taken, again = self._send(batch)
                 for i in taken:
                     written[i] = True

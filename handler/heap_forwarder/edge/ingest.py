@@ -74,7 +74,9 @@ MAX_EVENTS_PER_REQUEST = 2_500
 MAX_PARK_BYTES = 256_000
 # Bounds on what an answer lists, so that it always fits Lambda's 6 MB response.
 MAX_PROBLEMS_LISTED = 100
-MAX_REJECTED_LISTED = 1000
+# Every refused event is listed (a request holds at most MAX_EVENTS_PER_REQUEST), so that the
+# answer accounts for each event; 2,500 entries of at most MAX_REASON_CHARS fit Lambda's 6 MB.
+MAX_REJECTED_LISTED = MAX_EVENTS_PER_REQUEST
 MAX_REASON_CHARS = 500
 
 AUTH_REALM = 'Basic realm="heap-forwarder", charset="UTF-8"'
@@ -611,6 +613,19 @@ class Ingest:
         count("ApiResponses.202", 1)
         return ApiResponse(202, Accepted(delivered=0, parked=len(request.events)).model_dump(mode="json"))
 
+    def _unavailable(self, events: int, first_cause: str, delivered: int) -> ApiResponse:
+        logger.error(
+            "events could be neither delivered nor parked; answering 503",
+            extra={"events": events, "first_cause": first_cause},
+        )
+        count("EventsDelivered", delivered)
+        return self.refuse(
+            unavailable(
+                f"{events} event(s) could be neither delivered nor parked ({first_cause});"
+                " resend the request (events already delivered are deduplicated by messageId)"
+            )
+        )
+
     def _settle(self, request: IngestRequest, outcomes: Sequence[Outcome]) -> ApiResponse:
         """Each event counted once: delivered, or rejected (its letter is in the DLQ), or parked."""
         events = request.events
@@ -621,6 +636,11 @@ class Ingest:
         # may echo event data, and goes only to the letter and the ``rejected`` listing.
         first_cause = next((outcomes[i].reason for i in to_park), "")
 
+        # Park first: if that fails the answer is 503 and the client resends the whole request,
+        # so no letter may have been written yet (a resend would write it again, under the new
+        # request's id, where redrive could not tell the twins apart).
+        if to_park and not self.retry_queue.park([events[i] for i in to_park]):
+            return self._unavailable(len(to_park), first_cause, delivered)
         letters = [
             DeadLetter(
                 compact_json(events[i]),
@@ -635,6 +655,7 @@ class Ingest:
         ]
         written = self.dead_letters.write(letters) if letters else []
         rejected: list[tuple[int, Outcome]] = []
+        unwritten: list[int] = []
         for (i, o), ok in zip(refused, written, strict=True):
             if ok:
                 rejected.append((i, o))
@@ -650,21 +671,13 @@ class Ingest:
             else:
                 # The DLQ refused it: the consumer will meet the same refusal and dead-letter it.
                 # It is answered as parked, not as rejected: it is not in the DLQ (yet).
-                to_park.append(i)
+                unwritten.append(i)
                 first_cause = first_cause or "dead-letter queue write failed"
-        to_park.sort()
-        if to_park and not self.retry_queue.park([events[i] for i in to_park]):
-            logger.error(
-                "events could be neither delivered nor parked; answering 503",
-                extra={"events": len(to_park), "first_cause": first_cause},
-            )
-            count("EventsDelivered", delivered)
-            return self.refuse(
-                unavailable(
-                    f"{len(to_park)} event(s) could be neither delivered nor parked ({first_cause});"
-                    " resend the request (events already delivered are deduplicated by messageId)"
-                )
-            )
+        if unwritten and not self.retry_queue.park([events[i] for i in unwritten]):
+            # Both queues failing within one request: the resend may write some letters twice
+            # (with the new request's LetterId); every event still ends somewhere.
+            return self._unavailable(len(to_park) + len(unwritten), first_cause, delivered)
+        to_park = sorted(to_park + unwritten)
         if to_park:
             logger.warning(
                 "events parked for later delivery", extra={"events": len(to_park), "first_cause": first_cause}

@@ -50,4 +50,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     worker = consumer()
     margin = _warm.runtime.settings.deadline_margin_seconds if _warm.runtime else 3.0
     remaining = max(0.0, context.get_remaining_time_in_millis() / 1000 - margin)
-    return worker.handle(event, remaining)
+    # Dead letters may use part of the margin (the rest is for the response and Lambda itself).
+    return worker.handle(event, remaining, letter_grace_seconds=margin / 2)
