@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from heap_forwarder import defaults
 from heap_forwarder.heap.client import DeliverySettings
 
 
@@ -29,7 +30,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 
     heap_app_id_parameter: str | None = Field(None, alias="HEAP_APP_ID_PARAMETER")
-    heap_api_url: str = Field("https://heapanalytics.com", alias="HEAP_API_URL")
+    heap_api_url: str = Field(defaults.HEAP_API_URL, alias="HEAP_API_URL")
     retry_queue_url: str | None = Field(None, alias="RETRY_QUEUE_URL")
     dead_letter_queue_url: str | None = Field(None, alias="DEAD_LETTER_QUEUE_URL")
     write_key_parameter: str | None = Field(None, alias="WRITE_KEY_PARAMETER")
@@ -38,20 +39,34 @@ class Settings(BaseModel):
     mapping_file: Path | None = Field(None, alias="MAPPING_FILE")
     mapping_parameter: str | None = Field(None, alias="MAPPING_PARAMETER")
     # This process's share of Heap's 15,000 events/min per app (shared by every concurrent sender).
-    rate_limit_events_per_minute: float = Field(6000.0, gt=0, alias="RATE_LIMIT_EVENTS_PER_MINUTE")
-    rate_limit_burst: int = Field(1000, ge=1, alias="RATE_LIMIT_BURST")
+    rate_limit_events_per_minute: float = Field(
+        defaults.RATE_LIMIT_EVENTS_PER_MINUTE, gt=0, alias="RATE_LIMIT_EVENTS_PER_MINUTE"
+    )
+    rate_limit_burst: int = Field(defaults.RATE_LIMIT_BURST, ge=1, alias="RATE_LIMIT_BURST")
     # Visibility-timeout backoff across SQS redeliveries: base * 2^(receives-1), capped.
-    backoff_base_seconds: float = Field(30.0, ge=0, alias="BACKOFF_BASE_SECONDS")
-    backoff_cap_seconds: float = Field(1800.0, ge=0, le=43200, alias="BACKOFF_CAP_SECONDS")
+    backoff_base_seconds: float = Field(defaults.BACKOFF_BASE_SECONDS, ge=0, alias="BACKOFF_BASE_SECONDS")
+    backoff_cap_seconds: float = Field(
+        defaults.BACKOFF_CAP_SECONDS, ge=0, le=43200, alias="BACKOFF_CAP_SECONDS"
+    )
     # On this receive the consumer itself parks still-failing events in the DLQ, with a reason.
-    max_receive_count: int = Field(19, ge=1, alias="MAX_RECEIVE_COUNT")
-    retry_budget_seconds: float = Field(10.0, ge=0, alias="RETRY_BUDGET_SECONDS")
-    heap_connect_timeout_seconds: float = Field(2.0, gt=0, alias="HEAP_CONNECT_TIMEOUT_SECONDS")
-    heap_read_timeout_seconds: float = Field(5.0, gt=0, alias="HEAP_READ_TIMEOUT_SECONDS")
-    heap_max_items_per_request: int = Field(1000, ge=1, le=1000, alias="HEAP_MAX_ITEMS_PER_REQUEST")
+    max_receive_count: int = Field(defaults.MAX_RECEIVE_COUNT, ge=1, alias="MAX_RECEIVE_COUNT")
+    retry_budget_seconds: float = Field(defaults.RETRY_BUDGET_SECONDS, ge=0, alias="RETRY_BUDGET_SECONDS")
+    heap_connect_timeout_seconds: float = Field(
+        defaults.HEAP_CONNECT_TIMEOUT_SECONDS, gt=0, alias="HEAP_CONNECT_TIMEOUT_SECONDS"
+    )
+    heap_read_timeout_seconds: float = Field(
+        defaults.HEAP_READ_TIMEOUT_SECONDS, gt=0, alias="HEAP_READ_TIMEOUT_SECONDS"
+    )
+    heap_max_items_per_request: int = Field(
+        defaults.HEAP_BULK_CAP, ge=1, le=defaults.HEAP_BULK_CAP, alias="HEAP_MAX_ITEMS_PER_REQUEST"
+    )
     # Seconds kept back from Lambda's remaining time for DLQ writes and the response.
-    deadline_margin_seconds: float = Field(3.0, ge=0, alias="DEADLINE_MARGIN_SECONDS")
-    parameters_max_age: int = Field(300, ge=0, alias="POWERTOOLS_PARAMETERS_MAX_AGE")
+    deadline_margin_seconds: float = Field(
+        defaults.DEADLINE_MARGIN_SECONDS, ge=0, alias="DEADLINE_MARGIN_SECONDS"
+    )
+    parameters_max_age: int = Field(
+        defaults.PARAMETERS_MAX_AGE_SECONDS, ge=0, alias="POWERTOOLS_PARAMETERS_MAX_AGE"
+    )
 
     @field_validator(
         "heap_app_id_parameter",
@@ -79,7 +94,7 @@ class Settings(BaseModel):
     @classmethod
     def _url(cls, value: str) -> str:
         if not value.startswith(("https://", "http://")):
-            raise ValueError("must be an http(s) URL such as https://heapanalytics.com")
+            raise ValueError(f"must be an http(s) URL such as {defaults.HEAP_API_URL}")
         return value.rstrip("/")
 
     def delivery(self, *, retry_budget_seconds: float | None = None) -> DeliverySettings:

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import pydantic_core
 import urllib3
 
-from heap_forwarder import __version__
+from heap_forwarder import __version__, defaults
 from heap_forwarder.heap.items import Endpoint, HeapItem
 from heap_forwarder.heap.limiter import RateLimiter
 from heap_forwarder.outcome import DELIVERED, ErrorClass, Fate, Outcome, rejected, retryable
@@ -50,7 +50,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-HEAP_BULK_CAP = 1000  # Heap's documented maximum of events / users / accounts per bulk request
+HEAP_BULK_CAP = defaults.HEAP_BULK_CAP  # Heap's most events / users / accounts per bulk request
 _SNIPPET = 200  # characters of a response body quoted in a retryable cause
 _REJECTION_TEXT = 1000  # characters of Heap's text kept in a rejection reason
 _TRANSIENT_STATUSES = frozenset({408, 429}) | frozenset(range(500, 600)) - {501}
@@ -71,12 +71,13 @@ _HEADERS = {
 
 @dataclass(frozen=True)
 class DeliverySettings:
-    base_url: str = "https://heapanalytics.com"  # EU: https://c.eu.heap-api.com
-    connect_timeout_s: float = 2.0
-    read_timeout_s: float = 5.0
+    base_url: str = defaults.HEAP_API_URL  # EU: defaults.HEAP_BASE_URLS["eu"]
+    connect_timeout_s: float = defaults.HEAP_CONNECT_TIMEOUT_SECONDS
+    read_timeout_s: float = defaults.HEAP_READ_TIMEOUT_SECONDS
     max_items_per_request: int = HEAP_BULK_CAP  # Heap's bulk cap; configurable lower
     max_request_bytes: int = 3_000_000  # lets 1000 events of ~1 KB travel in one request
-    retry_budget_s: float = 10.0  # in-process retries never wait past this (SQS redelivery is the long haul)
+    # In-process retries never wait past this (SQS redelivery is the long haul).
+    retry_budget_s: float = defaults.RETRY_BUDGET_SECONDS
     backoff_base_s: float = 0.1
     backoff_cap_s: float = 2.0
     # Requests one ``deliver`` call may spend isolating refused items (beyond the first send of
