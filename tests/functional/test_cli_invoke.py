@@ -8,7 +8,7 @@ import pytest
 
 from heap_forwarder_tools.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RAW = sorted((ROOT / "events/raw").glob("*.json"))
 API = sorted((ROOT / "events/api").glob("*.json"))
 

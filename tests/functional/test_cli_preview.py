@@ -11,7 +11,7 @@ import pytest
 from heap_forwarder.heap import client
 from heap_forwarder_tools import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
 RAW_FILES = sorted((EVENTS / "raw").glob("*.json"))
 SQS_FILES = sorted((EVENTS / "sqs").glob("*.json"))

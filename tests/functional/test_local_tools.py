@@ -23,7 +23,7 @@ from heap_forwarder_tools.local.poller import EventSourceMapping, PollResult, as
 from heap_forwarder_tools.local.sandbox import LOCAL_APP_ID, Sandbox, environment
 from heap_forwarder_tools.local.template import Resolver, TemplateError, function_spec, load_template
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 SQS_FILES = sorted((ROOT / "events" / "sqs").glob("*.json"))
 BAD_FILES = sorted((ROOT / "events" / "bad").glob("*.json"))

@@ -15,7 +15,7 @@ import pytest
 
 from heap_forwarder_tools.local.template import Resolver, function_spec, load_template
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RUNTIME = ROOT / "handler" / "heap_forwarder"
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from heap_forwarder_tools.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text("utf-8")
 # Commands that need what a test machine lacks (a deployed stack) or that block (servers).
 NEEDS_AWS_OR_BLOCKS = ("--stack", "serve", "emulator", "demo")
@@ -46,7 +46,7 @@ def test_each_readme_command_runs(
 def test_no_tracked_file_holds_merge_conflict_markers() -> None:
     import subprocess
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout
     marked = []
     for name in files.split():

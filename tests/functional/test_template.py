@@ -11,7 +11,7 @@ import pytest
 
 from heap_forwarder_tools.local.template import Resolver, function_spec, load_template
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = {"ConsumerFunction": "ConsumerReservedConcurrency", "ApiFunction": "ApiReservedConcurrency"}
 # Heap's cap per app ID, in events a second: the most single-event requests that can all be delivered.
 HEAP_EVENTS_PER_SECOND = 15_000 / 60

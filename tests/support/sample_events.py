@@ -1,5 +1,5 @@
 """The sample events under events/raw, loaded afresh for tests (importable from every test
-folder: pytest puts tests/ on the path for tests/conftest.py)."""
+folder: pyproject's pytest `pythonpath` puts tests/support on the path)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RAW_EVENTS = ROOT / "events" / "raw"
 
 

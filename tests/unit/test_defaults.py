@@ -13,7 +13,7 @@ from heap_forwarder.edge.config import Settings, load_settings
 from heap_forwarder.heap.client import DeliverySettings
 from heap_forwarder_tools.local.template import load_template
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

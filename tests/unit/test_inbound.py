@@ -3,66 +3,24 @@
 The shortcut may decline anything (the models then decide), but what it vouches for the models
 must accept, with the same values: the playbook maps the quick dict and the model to the same
 Heap items. Realistic events must take the shortcut, or the hot path loses its point.
+
+The check itself: ``tests/support/inbound_check.py``; its property (random events):
+``tests/property/test_inbound_properties.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from heap_forwarder.heap.rules import HeapRuleError, apply_rules
-from heap_forwarder.mapping.engine import Mapper, MappingError
+from heap_forwarder.heap.rules import apply_rules
+from heap_forwarder.mapping.engine import Mapper
 from heap_forwarder.mapping.loader import build_playbook
-from heap_forwarder.mapping.playbook import EventView
-from heap_forwarder.models import InvalidEvent, format_timestamp, quick_validate, validate_event
-from heap_forwarder.pipeline import Pipeline
-from sample_events import RAW_EVENTS, raw
-
-RAW_FILES = sorted(RAW_EVENTS.glob("*.json"))
-MAPPER = Mapper(build_playbook(), {"MY_APP_ID": "demo-app-id"})
-RULES = Pipeline(MAPPER, deliverer=None).rule_settings  # type: ignore[arg-type]
-TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
-EXAMPLES = 5000 if os.environ.get("HYPOTHESIS_PROFILE") == "long" else 400
-
-
-def _sample(name: str) -> dict[str, Any]:
-    return raw(name.removesuffix(".json"))
-
-
-def _mapped(event: Any, raw: dict[str, Any]) -> Any:
-    """What the default playbook and Heap's rules make of it: items, or the error's words."""
-    try:
-        return [(i.endpoint, apply_rules(i, RULES).body) for i in MAPPER.map(event, raw)]
-    except (MappingError, HeapRuleError) as error:
-        return (type(error).__name__, str(error))
-
-
-def assert_same_as_models(raw: dict[str, Any]) -> bool:
-    """True when the shortcut vouched for ``raw`` (and agreed with the models in every respect)."""
-    before = copy.deepcopy(raw)
-    quick = quick_validate(raw)
-    assert raw == before, "the shortcut must not change the event it reads"
-    if quick is None:
-        return False
-    model = validate_event(raw)  # raises if the shortcut vouched for an invalid event
-    for name in TIME_FIELDS:
-        if getattr(model, name) is None:
-            assert quick.get(name) is None
-        else:
-            assert quick[name] == getattr(model, name)
-            assert format_timestamp(quick[name]) == format_timestamp(getattr(model, name))
-    assert _mapped(quick, raw) == _mapped(model, raw)
-    # What JMESPath rows read: the same plain data from either.
-    assert EventView(quick, raw).plain() == EventView(model, raw).plain()
-    return True
+from heap_forwarder.models import quick_validate, validate_event
+from inbound_check import RAW_FILES, RULES, assert_same_as_models, sample
 
 
 @pytest.mark.parametrize("path", RAW_FILES, ids=lambda p: p.stem)
@@ -101,17 +59,17 @@ def test_every_realistic_sample_takes_the_shortcut(path: Path) -> None:
     ],
 )
 def test_the_unusual_is_left_to_the_models(change: dict[str, Any], why: str) -> None:
-    event = {**_sample("product_viewed.json"), **change}
+    event = {**sample("product_viewed.json"), **change}
     assert quick_validate(event) is None, why
 
 
 @pytest.mark.parametrize("millis", [20_000_000_001, 1_718_028_195_123, 99_999_999_999_999])
 def test_epoch_milliseconds_read_as_the_models_read_them(millis: int) -> None:
-    assert assert_same_as_models({**_sample("product_viewed.json"), "timestamp": millis})
+    assert assert_same_as_models({**sample("product_viewed.json"), "timestamp": millis})
 
 
 def test_absent_objects_get_the_models_default() -> None:
-    event = _sample("identify.json")
+    event = sample("identify.json")
     del event["traits"]
     quick = quick_validate(event)
     assert quick is not None and quick["traits"] == {}
@@ -120,87 +78,10 @@ def test_absent_objects_get_the_models_default() -> None:
 
 def test_group_alias_and_screen_shapes() -> None:
     for name in ("group.json", "alias.json", "screen.json", "page.json"):
-        assert assert_same_as_models(_sample(name))
-    assert quick_validate({**_sample("group.json"), "groupId": ""}) is None
-    assert quick_validate({**_sample("alias.json"), "previousId": None}) is None
-    assert quick_validate({**_sample("page.json"), "name": 3}) is None
-
-
-# --------------------------------------------------------------------------------- properties
-DIGITS = st.integers(0, 9999)
-TIMES = st.one_of(
-    st.builds(
-        lambda y, mo, d, h, mi, s, frac, off: f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}{frac}{off}",
-        st.integers(0, 9999),
-        st.integers(0, 13),
-        st.integers(0, 32),
-        st.integers(0, 25),
-        st.integers(0, 61),
-        st.integers(0, 61),
-        st.sampled_from(["", ".1", ".12", ".123", ".123456", ".1234567", ".", ".x"]),
-        st.one_of(
-            st.sampled_from(["Z", "z", "+00:00", "-05:30", "+14:00", "+23:59", "-24:00", "+0530", "", " Z"]),
-            st.builds(
-                lambda sign, h, m: f"{sign}{h:02d}:{m:02d}",
-                st.sampled_from("+-"),
-                st.integers(0, 25),
-                st.integers(0, 99),
-            ),
-        ),
-    ),
-    st.integers(-(10**15), 10**15),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=30),
-    st.none(),
-    st.booleans(),
-)
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=12))
-VALUES = st.recursive(
-    SCALARS,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=6,
-)
-FIELD_VALUES = st.one_of(VALUES, TIMES)
-
-
-@st.composite
-def events(draw: st.DrawFn) -> dict[str, Any]:
-    """A realistic sample with some of its fields replaced or removed, or odd ones added."""
-    name = draw(st.sampled_from([p.name for p in RAW_FILES]))
-    event = _sample(name)
-    fields = [
-        "type", "event", "messageId", "anonymousId", "userId", "properties", "traits", "context",
-        "integrations", "name", "category", "groupId", "previousId", *TIME_FIELDS,
-    ]  # fmt: skip
-    for field in draw(st.lists(st.sampled_from(fields), max_size=4, unique=True)):
-        if draw(st.booleans()):
-            event.pop(field, None)
-        elif field == "type":
-            event[field] = draw(
-                st.one_of(st.sampled_from(["track", "page", "screen", "identify", "group", "alias"]), VALUES)
-            )
-        elif field in TIME_FIELDS:
-            event[field] = draw(TIMES)
-        elif field == "context":
-            context = dict(event.get("context") or {})
-            keys = st.lists(st.sampled_from(["userAgent", "ip", "page", "traits", "x"]), max_size=3)
-            for key in draw(keys):
-                context[key] = draw(VALUES)
-            event[field] = draw(st.one_of(st.just(context), VALUES))
-        else:
-            event[field] = draw(FIELD_VALUES)
-    return event
-
-
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(events())
-def test_what_the_shortcut_vouches_for_the_models_accept_alike(event: dict[str, Any]) -> None:
-    if not assert_same_as_models(event):
-        # Declined: fine whatever the models say, but they must say it in their own words.
-        with contextlib.suppress(InvalidEvent):
-            validate_event(event)
+        assert assert_same_as_models(sample(name))
+    assert quick_validate({**sample("group.json"), "groupId": ""}) is None
+    assert quick_validate({**sample("alias.json"), "previousId": None}) is None
+    assert quick_validate({**sample("page.json"), "name": 3}) is None
 
 
 def test_a_custom_row_reading_context_whole_maps_alike() -> None:
@@ -212,7 +93,7 @@ def test_a_custom_row_reading_context_whole_maps_alike() -> None:
         '{"key": "properties", "from": "context"}]}}}'
     )
     mapper = Mapper(build_playbook(parameter_text=override), {"MY_APP_ID": "demo-app-id"})
-    raw = _sample("product_viewed.json")
+    raw = sample("product_viewed.json")
     quick = quick_validate(raw)
     assert quick is not None
 

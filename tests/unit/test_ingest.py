@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
+
 from api_support import (
     WRITE_KEY,
     basic,
@@ -22,7 +23,6 @@ from api_support import (
     request_event,
     track,
 )
-
 from heap_forwarder.edge.dlq import DeadLetter
 from heap_forwarder.edge.ingest import (
     MAX_BODY_BYTES,

@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 import pytest
-from api_support import ROOT
 
+from api_support import ROOT
 from heap_forwarder_tools import openapi
 
 DOCUMENT = ROOT / "docs" / "openapi.json"

@@ -1,16 +1,14 @@
 """Playbooks: validation (every problem named by row and reason), `mapping check`, JMESPath rows,
-overrides from a file and from SSM (with its size tiers), hot refresh, and connection parameters."""
+overrides from a file, hot refresh, and connection parameters (the override from SSM, on moto:
+``tests/functional/test_loader_ssm.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
-from moto import mock_aws
 
 from heap_forwarder.heap.items import Endpoint
 from heap_forwarder.mapping.engine import Mapper, MissingParameter
@@ -21,12 +19,10 @@ from heap_forwarder.mapping.loader import (
     default_document,
     merge,
 )
-from heap_forwarder.mapping.playbook import Playbook, PlaybookError, event_key
+from heap_forwarder.mapping.playbook import PlaybookError, event_key
 from heap_forwarder.pipeline import Pipeline
 from heap_forwarder_tools.cli import main
-
-SSM_STANDARD_MAX = 4096  # bytes a Standard-tier SSM parameter holds
-SSM_ADVANCED_MAX = 8192  # bytes an Advanced-tier SSM parameter holds
+from playbook_support import custom_event, prepare, track
 
 
 def problems_of(override: Any) -> list[str]:
@@ -34,29 +30,6 @@ def problems_of(override: Any) -> list[str]:
     with pytest.raises(PlaybookError) as caught:
         build_playbook(parameter_text=yaml.safe_dump(override, sort_keys=False))
     return caught.value.problems
-
-
-def custom_event(*rows: dict[str, Any], endpoint: str = "track") -> dict[str, Any]:
-    return {"endpoint": endpoint, "rows": list(rows)}
-
-
-def prepare(playbook: Playbook, *events: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    pipeline = Pipeline(Mapper(playbook, {"MY_APP_ID": "test-app"}), deliverer=None)  # type: ignore[arg-type]
-    prepared = pipeline.prepare(list(events))
-    assert all(d is None for d in prepared.decided), prepared.problems
-    return [(str(i.endpoint), i.body) for i in prepared.items]
-
-
-def track(event: str = "Video Played", **fields: Any) -> dict[str, Any]:
-    return {
-        "type": "track",
-        "event": event,
-        "messageId": "m1",
-        "anonymousId": "anon-1",
-        "timestamp": "2024-06-10T14:00:00Z",
-        "properties": {"video_id": "v1"},
-        **fields,
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -608,90 +581,6 @@ def test_merge_does_not_change_its_inputs() -> None:
 def test_event_key() -> None:
     assert event_key("Order Completed") == event_key("order_completed") == event_key("ORDER-COMPLETED")
     assert event_key("Order Completed") == "ordercompleted"
-
-
-# ---------------------------------------------------------------------------------------------
-# The override from an SSM parameter (moto), and SSM's size tiers
-
-
-@pytest.fixture
-def ssm(aws_env: None) -> Iterator[Any]:
-    with mock_aws():
-        yield boto3.client("ssm", region_name="us-east-1")
-
-
-def _tier(client: Any, name: str) -> str:
-    """GetParameter does not say the tier; DescribeParameters does."""
-    described = client.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [name]}])
-    [parameter] = described["Parameters"]
-    return str(parameter["Tier"])
-
-
-def _large_override(events: int) -> str:
-    document = {
-        "events": {
-            f"Custom Event {i:02d}": {
-                "endpoint": "track",
-                "description": f"Custom event number {i}, mapped from the SSM parameter.",
-                "rows": [
-                    {"key": "event", "value": f"custom_{i:02d}", "required": True},
-                    {"key": "properties", "from": "properties", "required": True},
-                    {
-                        "key": "properties.source",
-                        "value": "ssm",
-                        "description": "where the mapping came from",
-                    },
-                ],
-            }
-            for i in range(events)
-        }
-    }
-    return yaml.safe_dump(document, sort_keys=False)
-
-
-def test_ssm_standard_parameter_override(ssm: Any) -> None:
-    text = yaml.safe_dump({"events": {"Video Played": custom_event({"key": "event", "value": "played"})}})
-    assert len(text.encode()) <= SSM_STANDARD_MAX
-    ssm.put_parameter(Name="/heap-forwarder/mapping", Value=text, Type="String")
-    parameter = ssm.get_parameter(Name="/heap-forwarder/mapping")["Parameter"]
-    assert _tier(ssm, "/heap-forwarder/mapping") == "Standard"
-    playbook = build_playbook(parameter_text=parameter["Value"], parameter_name="/heap-forwarder/mapping")
-    assert playbook.source == "default_playbook.yaml + SSM parameter /heap-forwarder/mapping"
-    assert prepare(playbook, track()) == [
-        ("/api/track", {"event": "played", "properties": {}, "identity": "anon-1", "idempotency_key": "m1"})
-    ]
-
-
-def test_ssm_advanced_parameter_holds_a_playbook_over_4_kb(ssm: Any) -> None:
-    text = _large_override(18)
-    size = len(text.encode())
-    assert SSM_STANDARD_MAX < size <= SSM_ADVANCED_MAX, size
-    ssm.put_parameter(Name="/heap-forwarder/mapping", Value=text, Type="String", Tier="Advanced")
-    parameter = ssm.get_parameter(Name="/heap-forwarder/mapping")["Parameter"]
-    assert _tier(ssm, "/heap-forwarder/mapping") == "Advanced"
-    assert parameter["Value"] == text
-    playbook = build_playbook(parameter_text=parameter["Value"], parameter_name="/heap-forwarder/mapping")
-    assert {f"customevent{i:02d}" for i in range(18)} <= set(playbook.events)
-    assert prepare(playbook, track("custom-event-17", properties={"a": 1})) == [
-        (
-            "/api/track",
-            {
-                "event": "custom_17",
-                "properties": {"a": 1, "source": "ssm"},
-                "identity": "anon-1",
-                "idempotency_key": "m1",
-            },
-        )
-    ]
-
-
-def test_a_bad_ssm_override_names_the_parameter(ssm: Any) -> None:
-    ssm.put_parameter(Name="/heap-forwarder/mapping", Value="rules: {arrays: glue}\n", Type="String")
-    text = ssm.get_parameter(Name="/heap-forwarder/mapping")["Parameter"]["Value"]
-    with pytest.raises(PlaybookError) as caught:
-        build_playbook(parameter_text=text, parameter_name="/heap-forwarder/mapping")
-    assert caught.value.source == "default_playbook.yaml + SSM parameter /heap-forwarder/mapping"
-    assert caught.value.problems == ["rules.arrays: Input should be 'join' or 'stringify'"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,5 +2,5 @@
 local Heap emulator, local invoke/serve/demo, the DLQ redrive and the OpenAPI generator.
 
 They import the runtime package ``heap_forwarder``; it never imports them, and ``sam build``
-ships only the runtime (handler/Makefile; tests/test_packaging.py checks it).
+ships only the runtime (handler/Makefile; tests/functional/test_packaging.py checks it).
 """

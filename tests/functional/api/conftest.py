@@ -1,14 +1,13 @@
-"""Fixtures for the ingest API tests: a Sandbox per module, a clean stage per test."""
+"""Fixtures of the ingest API tests: a Sandbox per module, a clean stage per test (helpers:
+``tests/support/api_support.py``; ``log_stream``: ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 
 import pytest
-from api_support import TEMPLATE, Api, drain
 
-from heap_forwarder.edge.observability import logger
+from api_support import TEMPLATE, Api, drain
 from heap_forwarder_tools.local.sandbox import Sandbox
 
 
@@ -27,15 +26,3 @@ def api(sandbox: Sandbox) -> Api:
     for logical_id in ("MainQueue", "DeadLetterQueue"):
         drain(sqs, sandbox.queue_url(logical_id))
     return Api(sandbox)
-
-
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    """The functions' JSON log lines (Powertools writes to the stream it found at import)."""
-    handler = logger.registered_handler
-    buffer = io.StringIO()
-    previous = handler.setStream(buffer)
-    try:
-        yield buffer
-    finally:
-        handler.setStream(previous)

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-from api_support import ROOT, WRITE_KEY, basic
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -21,6 +20,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from api_support import ROOT, WRITE_KEY, basic
 from heap_forwarder_tools.local.sandbox import Sandbox
 from heap_forwarder_tools.local.server import LocalApiServer, api_routes
 

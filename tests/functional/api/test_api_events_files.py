@@ -9,6 +9,7 @@ import json
 from types import ModuleType
 
 import pytest
+
 from api_support import ROOT, Api
 
 API_EVENTS = ROOT / "events" / "api"

@@ -14,8 +14,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-from api_support import ROOT, WRITE_KEY, basic, raw
 
+from api_support import ROOT, WRITE_KEY, basic, raw
 from heap_forwarder_tools import cli
 
 

@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 import pytest
+
 from api_support import (
     NO_RETRY,
     WRITE_KEY,
@@ -24,7 +25,6 @@ from api_support import (
     request_event,
     track,
 )
-
 from heap_forwarder.edge import ingest
 from heap_forwarder.entry import api as entry
 

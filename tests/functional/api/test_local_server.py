@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import segment.analytics as segment
-from api_support import WRITE_KEY, Api, basic, raw
 
 import heap_forwarder.entry.api as api_entry
+from api_support import WRITE_KEY, Api, basic, raw
 from heap_forwarder_tools.local.sandbox import Sandbox
 from heap_forwarder_tools.local.server import LocalApiServer, api_routes, http_api_event, http_response
 

@@ -27,7 +27,7 @@ from heap_forwarder_tools.local.poller import as_lambda_record
 from heap_forwarder_tools.local.sandbox import peek_queue, queue_counts
 from sample_events import raw
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 APP_ID = "demo-app-id"
 SECRET_APP_ID = "app-SECRET-123"
 REGION = "us-east-1"

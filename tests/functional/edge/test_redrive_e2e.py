@@ -21,7 +21,7 @@ from heap_forwarder_tools.local.sandbox import LOCAL_APP_ID, Sandbox, environmen
 from heap_forwarder_tools.local.template import FunctionSpec
 from heap_forwarder_tools.redrive import redrive
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 RAW = sorted((ROOT / "events" / "raw").glob("*.json"))
 # The template's consumer settings, made fast: no backoff between receives, a short retry
 # budget per invocation. MAX_RECEIVE_COUNT (19) and the queue's maxReceiveCount (20) stay real.

@@ -1,4 +1,4 @@
-"""Shared fixtures for the Heap client and limiter tests: a live emulator, fake time, item makers."""
+"""Fixtures of the Heap client tests: a live emulator, fake time (``FakeClock``), item makers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import urllib3
 
+from fake_clock import FakeClock
 from heap_forwarder.heap.client import DeliverySettings, HeapClient, RequestRecord, new_pool
 from heap_forwarder.heap.items import Endpoint, HeapItem
 from heap_forwarder.heap.limiter import RateLimiter
@@ -16,25 +17,6 @@ from heap_forwarder_tools.emulator import HeapEmulator
 
 APP_ID = "demo-app-id"
 FIELDS: dict[str, Any] = {"app_id": APP_ID}
-
-
-class FakeClock:
-    """A clock that only moves when slept on (or advanced): waits are recorded, not spent."""
-
-    def __init__(self, start: float = 1_000.0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0, seconds
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def track(n: int, name: str = "Order Completed", *, key_prefix: str = "k", pad: int = 0) -> HeapItem:

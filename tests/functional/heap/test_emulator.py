@@ -23,7 +23,7 @@ from heap_forwarder_tools.emulator import HeapEmulator, format_seconds
 
 APP = "app-1"
 OTHER_APP = "app-2"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
