@@ -12,7 +12,7 @@ of the same bodies, best of R, in the same process. GC is on throughout, as in L
 Then R more invocations run with a timer around each stage's calls (``_StageProbe``); the
 breakdown (µs per input event) of the fastest adds up to that invocation's time: envelope
 (``read_records`` less JSON decoding), parse/validate (JSON decoding +
-``quick_validate``, and ``validate_event`` for what it declines),
+``quick_validate``, and the models (``pipeline._validate``) for what it declines),
 map (``Mapper.map``), Heap rules (``apply_rules``), serialise (items encoded and packed into
 bulk bodies), HTTP (``HeapClient._post``: the request and the emulator's answer), other (the
 rest: outcome folding, settling, metrics, Powertools decorators, garbage collection).
@@ -78,7 +78,7 @@ class _StageProbe:
             (consumer, "read_records", "read_records"),
             (consumer, "decode_body", "decode"),
             (pipeline, "quick_validate", "validate"),
-            (pipeline, "validate_event", "validate"),
+            (pipeline, "_validate", "validate"),
             (engine.Mapper, "map", "map"),
             (pipeline, "apply_rules", "rules"),
             (client._Delivery, "plan", "serialise"),

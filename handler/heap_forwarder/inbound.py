@@ -1,8 +1,9 @@
 """Inbound events without the models: JSON decoding, timestamps, problems, quick validation.
 
 Everything the SQS hot path needs to read an event and decide whether it is plainly valid. The
-pydantic models (``heap_forwarder.models``) are imported on first use, by ``validate_event``:
-only for an event ``quick_validate`` declines, so a warm consumer may never build them.
+pydantic models (``heap_forwarder.models``, which build on this module and never the other way
+round) are imported by their callers on first use: only for an event ``quick_validate``
+declines, so a warm consumer may never build them.
 """
 
 from __future__ import annotations
@@ -11,12 +12,9 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic_core import from_json
-
-if TYPE_CHECKING:
-    from heap_forwarder.models import AnyEvent
 
 EVENT_TYPES = ("track", "page", "screen", "identify", "group", "alias")
 
@@ -79,14 +77,6 @@ class InvalidEvent(ValueError):
         self.problems = problems
 
 
-def validate_event(raw: object, index: int = 0) -> AnyEvent:
-    """Validate one decoded event with the models; raise InvalidEvent naming the index, field
-    and reason. The models are imported (and built) on the first call."""
-    from heap_forwarder import models
-
-    return models.validate_event(raw, index)
-
-
 # ---------------------------------------------------------------------------------------------
 # The hot path's shortcut: most events are plainly valid, and proving that on the decoded dict
 # costs a fraction of building a model. Anything unusual (a number where a string goes, a
@@ -119,7 +109,7 @@ _SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]] = {
 def quick_validate(raw: dict[str, Any]) -> dict[str, Any] | None:
     """The event as its model would hold it, as a plain dict, when it is plainly valid.
 
-    None means "not plainly valid": validate it with the models (``validate_event``), which
+    None means "not plainly valid": validate it with the models (``models.validate_event``), which
     accept or refuse it and name the field. The dict is a shallow copy of ``raw`` with the
     timestamps parsed to datetimes and absent ``properties``/``traits`` set to ``{}``: the
     values a model's fields would have, readable by the same playbook rows.

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from heap_forwarder.heap.items import Endpoint, HeapItem
 from heap_forwarder.heap.rules import HeapRuleError, RuleSettings, apply_rules
-from heap_forwarder.inbound import InvalidEvent, Problem, quick_validate, validate_event
+from heap_forwarder.inbound import InvalidEvent, Problem, quick_validate
 from heap_forwarder.mapping.engine import Mapper, MappingError
 from heap_forwarder.outcome import ErrorClass, Outcome, combine, rejected, retryable
 
@@ -50,7 +50,7 @@ class Pipeline:
         """The event's Heap items; or none, with its outcome decided in ``prepared``."""
         try:
             # The models decide (and word the error) only for what is not plainly valid.
-            event = (quick_validate(raw) if raw.__class__ is dict else None) or validate_event(raw, index)
+            event = (quick_validate(raw) if raw.__class__ is dict else None) or _validate(raw, index)
             items = [apply_rules(i, self.rule_settings) for i in self.mapper.map(event, raw, index)]
         except InvalidEvent as error:
             reason = "; ".join(f"{p.field or '(event)'}: {p.message}" for p in error.problems)
@@ -103,6 +103,13 @@ class Pipeline:
             stream.close()  # what was handed over is still sent (its events keep their keys)
             raise
         return _fold(prepared.decided, stream.results())
+
+
+def _validate(raw: Any, index: int) -> Any:
+    """The models' verdict, for an event the shortcut declined: imported (and built) on first use."""
+    from heap_forwarder.models import validate_event
+
+    return validate_event(raw, index)
 
 
 def _fold(

@@ -36,13 +36,13 @@ from heap_forwarder.pipeline import Pipeline
 # ``ingest.MAX_EVENTS_PER_REQUEST`` (same reasoning: SDK batches hold a few hundred events at
 # most), and never lower: the API parks a request it could not deliver as one record.
 MAX_EVENTS_PER_RECORD = 2_500
-# Events one invocation takes on. Lambda hands over up to 6 MB, which can hold hundreds of
-# thousands of tiny events across records each under the per-record cap; past this many, the
-# remaining records are not even decoded: they go back to the queue at once (visibility 0) for
-# another invocation, so memory, time and dead letters per invocation stay bounded. Records
-# nearest their last receive are taken first. 10,000 is four full bulk requests' worth of
-# ordinary events and what the throughput benchmark hands one invocation.
-MAX_EVENTS_PER_INVOCATION = 10_000
+# Events one invocation takes on. Lambda hands over up to 6 MB, which can hold two million
+# ``{}`` across records each under the per-record cap (1.25 GB of Python objects, a million
+# dead letters); past this many events the remaining records are not decoded but handed back
+# for another invocation. 50,000 is more than 6 MB of any real event holds (120 bytes each), so
+# ordinary batches are never cut: a deferral costs a record one of its receives. Records on
+# their last receive are always read: they have no receive left to lose.
+MAX_EVENTS_PER_INVOCATION = 50_000
 # Dead letters always get this long, even when delivery used up the time: they are how an event
 # on its last receive keeps its reason. Bounded all the same (at most the invocation's events).
 LETTER_MIN_SECONDS = 1.0
@@ -86,18 +86,23 @@ def _first_seen(attributes: Mapping[str, Any]) -> str:
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def read_records(sqs_event: Mapping[str, Any], max_events: int = MAX_EVENTS_PER_INVOCATION) -> list[_Record]:
+def read_records(
+    sqs_event: Mapping[str, Any],
+    max_events: int = MAX_EVENTS_PER_INVOCATION,
+    last_receive: int | None = None,
+) -> list[_Record]:
     """The records in the order Lambda gave them; once ``max_events`` events were read, the rest
-    are left unread (``deferred``). The first record is always read; records with more receives
-    are read first, so that one that is running out of receives is not deferred again."""
+    are left unread (``deferred``). The first record is always read, and so is every record on
+    its ``last_receive`` (or later); records with more receives are read first."""
     records = [_record(raw) for raw in sqs_event.get("Records") or []]
     taken = 0
     for record in sorted(records, key=lambda r: -r.receive_count):
-        if taken >= max_events:
+        final = last_receive is not None and record.receive_count >= last_receive
+        if taken >= max_events and not final:
             record.deferred = True
             continue
         _read(record)
-        if taken and taken + len(record.events) > max_events:
+        if taken and taken + len(record.events) > max_events and not final:
             record.events, record.deferred = [], True  # read, but it does not fit: next time
             continue
         taken += len(record.events)
@@ -171,7 +176,7 @@ class Consumer:
         """``remaining_seconds``: until delivery must end; dead letters may take up to
         ``letter_grace_seconds`` more (a part of the margin kept back from Lambda's deadline)."""
         started = self.clock()
-        all_records = read_records(sqs_event, self.max_events_per_invocation)
+        all_records = read_records(sqs_event, self.max_events_per_invocation, self.max_receive_count)
         count("BatchSize", len(all_records))
         deferred = [r for r in all_records if r.deferred]
         records = [r for r in all_records if not r.deferred]
@@ -196,23 +201,11 @@ class Consumer:
         return self._merge(self._settle(records, outcomes), deferred)
 
     def _merge(self, response: dict[str, Any], deferred: Sequence[_Record]) -> dict[str, Any]:
-        """The records left unread go back at once, for another invocation; one on its last
-        receive is dead-lettered whole rather than moved there by SQS without a reason."""
-        if not deferred:
-            return response
-        count("RecordsDeferred", len(deferred))
-        cause = (
-            f"never processed: each batch it came in held more than {self.max_events_per_invocation}"
-            " events in records nearer their last receive"
-        )
-        last = [r for r in deferred if r.receive_count >= self.max_receive_count]
-        again = [r for r in deferred if r.receive_count < self.max_receive_count]
-        if last:
-            failures = self._settle_unprocessed(last, cause)["batchItemFailures"]
-            failed = {f["itemIdentifier"] for f in failures}
-            again.extend(r for r in last if r.message_id in failed)
-        self._set_visibility(again, lambda record: 0)
-        response["batchItemFailures"].extend({"itemIdentifier": r.message_id} for r in again)
+        """The records left unread go back to the queue as they are (their visibility timeout
+        unchanged: no call per record), for another invocation. None is on its last receive."""
+        if deferred:
+            count("RecordsDeferred", len(deferred))
+            response["batchItemFailures"].extend({"itemIdentifier": r.message_id} for r in deferred)
         return response
 
     def _settle(self, records: Sequence[_Record], outcomes: Sequence[Outcome]) -> dict[str, Any]:

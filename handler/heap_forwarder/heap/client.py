@@ -327,6 +327,7 @@ class _Response(NamedTuple):
     content_type: str = ""
     cause: str = ""  # filled when no answer came; never holds Heap's text
     config_fault: bool = False  # the URL itself is unusable
+    cut: bool = False  # the body was longer than MAX_ANSWER_BYTES: only its head was read
 
     @property
     def text(self) -> str:
@@ -402,14 +403,14 @@ class HeapClient:
                 redirect=False,
                 preload_content=False,
             )
-            data = _read_bounded(raw)
+            data, cut = _read_bounded(raw)
         except urllib3.exceptions.LocationValueError as exc:
             response = _Response(None, cause=f"invalid HEAP_API_URL: {exc}", config_fault=True)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             response = _Response(None, cause=self._failure_cause(exc, watch, limit_s))
         else:
             response = _Response(
-                raw.status, data, raw.headers.get("Retry-After"), raw.headers.get("Content-Type", "")
+                raw.status, data, raw.headers.get("Retry-After"), raw.headers.get("Content-Type", ""), cut=cut
             )
         finally:
             _WATCHDOG.release(watch)
@@ -440,16 +441,16 @@ class HeapClient:
         return self._rng.uniform(0.0, ceiling)
 
 
-def _read_bounded(raw: Any) -> bytes:
+def _read_bounded(raw: Any) -> tuple[bytes, bool]:
     """At most MAX_ANSWER_BYTES of the body; the connection goes back to the pool only when the
     whole body was read (a cut one is closed first, so its leftovers cannot reach the next use)."""
     try:
         data: bytes = raw.read(MAX_ANSWER_BYTES + 1)
         if len(data) > MAX_ANSWER_BYTES:
             raw.close()
-            return data[:MAX_ANSWER_BYTES]
+            return data[:MAX_ANSWER_BYTES], True
         raw.drain_conn()  # nothing left to read; marks the response complete
-        return data
+        return data, False
     finally:
         raw.release_conn()
 
@@ -708,7 +709,8 @@ class _Delivery:
             if response.config_fault:
                 return self._config_fault(response.cause)
             if status is not None and 200 <= status < 300:
-                return _OK if _is_success_body(response.data) else self._unexpected_success(response)
+                ok = not response.cut and _is_success_body(response.data)
+                return _OK if ok else self._unexpected_success(response)
             text = self.redact(response.text) if status is not None else ""
             if status is not None and status not in _TRANSIENT_STATUSES:
                 return self._classify(status, text)
@@ -733,10 +735,14 @@ class _Delivery:
         # proxy, a captive portal or a wrong HEAP_API_URL answered. Not "delivered": left to the
         # queue's redelivery (idempotency keys make a resend harmless if Heap did store it).
         kind = response.content_type.split(";")[0].strip() or "no content type"
+        what = (
+            f"a body over {MAX_ANSWER_BYTES} bytes ({kind})"
+            if response.cut
+            else f"a body that is not JSON ({kind}, {len(response.data)} bytes)"
+        )
         return self._give_up(
             ErrorClass.TRANSIENT,
-            f"HTTP {response.status} with a body that is not JSON ({kind}, {len(response.data)} bytes):"
-            " something other than Heap's API may have answered",
+            f"HTTP {response.status} with {what}: something other than Heap's API may have answered",
         )
 
     def _classify(self, status: int, text: str) -> _Result:
@@ -769,7 +775,7 @@ def _status_cause(status: int | None, text: str) -> str:
 
 # What of Heap's field path may be logged: up to the item and its field (``postBody.events[3]
 # .properties``); the keys below it are the event's own property names.
-_LOGGABLE_PATH = re.compile(r"postBody(?:\.[A-Za-z_]\w*)?(?:\[\d+\])?(?:\.[A-Za-z_]\w*)?")
+_LOGGABLE_PATH = re.compile(r"postBody(?:\.[A-Za-z_]\w*\[\d+\](?:\.[A-Za-z_]\w*)?|\.[A-Za-z_]\w*)?")
 
 
 def _loggable_path(text: str) -> str:

@@ -27,7 +27,6 @@ import jmespath.exceptions
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from heap_forwarder.heap.items import Endpoint
-from heap_forwarder.inbound import validate_event
 from heap_forwarder.mapping.transforms import Transform, TransformError, build_transform
 
 ENDPOINTS_BY_NAME = {
@@ -146,6 +145,8 @@ class EventView:
             if not isinstance(model, BaseModel):
                 # Only a plainly valid event is a dict here: the model accepts it, and dumps it
                 # the one way JMESPath rows see every event.
+                from heap_forwarder.models import validate_event  # built on first use only
+
                 model = validate_event(self.raw if self.raw is not None else model)
             self._plain = model.model_dump(mode="json", exclude_none=True)
         return self._plain

@@ -339,6 +339,22 @@ def test_a_2xx_with_a_body_larger_than_heap_sends_is_not_a_delivery(emulator, ma
     emulator.fail_next(1, 200, body='{"pad": "' + "x" * 200_000 + '"}')
     outcomes = make_client().deliver(kit.tracks(1), kit.fields)
     assert outcomes[0].error_class is ErrorClass.TRANSIENT
+    assert outcomes[0].reason.startswith("HTTP 200 with a body over 65536 bytes")
+
+
+@pytest.mark.parametrize(
+    ("heads", "logged"),
+    [
+        ("postBody.events[3].properties.jane_doe: x", "postBody.events[3].properties"),
+        ("postBody.properties.patient_ssn_123: x", "postBody.properties"),
+        ("postBody.events[3]: x", "postBody.events[3]"),
+        ("postBody: x", "postBody"),
+    ],
+)
+def test_the_logged_path_stops_at_the_items_field(heads: str, logged: str) -> None:
+    from heap_forwarder.heap.client import _loggable_path
+
+    assert _loggable_path(heads) == logged
 
 
 def test_logs_get_the_field_path_only_down_to_the_items_field(emulator, make_client, kit) -> None:
