@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = {"heap_forwarder": ROOT / "handler", "heap_forwarder_tools": ROOT / "tools"}
 
 
