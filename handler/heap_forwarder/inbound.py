@@ -80,8 +80,9 @@ class InvalidEvent(ValueError):
 # ---------------------------------------------------------------------------------------------
 # The hot path's shortcut: most events are plainly valid, and proving that on the decoded dict
 # costs a fraction of building a model. Anything unusual (a number where a string goes, a
-# timestamp in another shape, a bad type) is left to the models above, which decide and word
-# the error. tests/models/test_quick.py holds the shortcut to the models' verdict and values.
+# timestamp in another shape, a bad type) is left to the models (``models.validate_event``),
+# which decide and word the error. tests/unit/test_inbound.py and
+# tests/property/test_inbound_properties.py hold the shortcut to the models' verdict and values.
 
 # The one timestamp shape taken here: what Segment's and MetaRouter's libraries send.
 # Every field bounded: datetime.fromisoformat takes offset minutes of 60 or more (and, in newer

@@ -185,7 +185,8 @@ def validate_event(raw: object, index: int = 0) -> AnyEvent:
     Powertools' parser is the validator of record: ``parse`` with the discriminated union, one
     event at a time (an SQS envelope would sink the whole batch for one bad record). It is
     imported here, on first use (about 65 ms): only events the hot path's shortcut declines
-    come this way, and it holds the shortcut to this verdict (tests/models/test_quick.py)."""
+    come this way, and it holds the shortcut to this verdict (tests/unit/test_inbound.py,
+    tests/property/test_inbound_properties.py)."""
     if not isinstance(raw, dict):
         raise InvalidEvent([Problem(index, "", f"an event must be a JSON object, not {type(raw).__name__}")])
     from aws_lambda_powertools.utilities.parser import parse
