@@ -61,7 +61,7 @@ API_PEAK_TARGET_MB = 160.0
 def inflating_request(max_body_bytes: int | None = None) -> tuple[dict[str, Any], int, int]:
     """The API request of the most ``{}`` events that fit under the decompressed-body cap, gzipped:
     (the HTTP API event, its event count, its body's size as sent)."""
-    from heap_forwarder.edge.ingest import MAX_BODY_BYTES
+    from heap_forwarder.edge.api_contract import MAX_BODY_BYTES
 
     cap = MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes
     head, tail = b'{"batch":[', b"]}"

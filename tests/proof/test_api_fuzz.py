@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from proof_support import ROOT, WRITE_KEY, Stage, basic, take_census
 from schemathesis.checks import not_a_server_error
 
-from heap_forwarder.edge.ingest import ErrorCode
+from heap_forwarder.edge.api_contract import ErrorCode
 from heap_forwarder.envelopes import ROUTE_TYPES
 from heap_forwarder_tools.local.server import LocalApiServer, api_routes
 

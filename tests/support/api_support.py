@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from heap_forwarder_tools.local.invoke import LocalContext, load_handler
 from heap_forwarder_tools.local.poller import EventSourceMapping
@@ -19,6 +19,9 @@ from heap_forwarder_tools.local.sandbox import DeadLetterView, Sandbox, environm
 from heap_forwarder_tools.local.server import http_api_event
 from heap_forwarder_tools.local.template import FunctionSpec
 from sample_events import raw
+
+if TYPE_CHECKING:
+    from heap_forwarder.edge.ingest import Ingest
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -82,6 +85,24 @@ def request_event(
     sent.extend(headers)
     sent.append(("Content-Length", str(len(body))))
     return http_api_event("POST", path, sent, body)
+
+
+# What ``entry/api.py`` keeps back from Lambda's remaining time when it has no runtime settings.
+_DEFAULT_MARGIN_SECONDS = 3.0
+
+
+def handle(worker: Ingest, event: dict[str, Any], remaining_seconds: float = 10.0) -> Answer:
+    """``event`` through the API's real Lambda handler (``entry/api.py``: its router, the route
+    models' validation, its answers), with ``worker`` as the warm service: the path production
+    takes, with stand-ins for Heap and the queues instead of the environment's."""
+    from heap_forwarder.entry import api as api_entry
+
+    context = LocalContext("ApiFunction", 256, int(remaining_seconds + _DEFAULT_MARGIN_SECONDS) + 1)
+    api_entry.install(worker)
+    try:
+        return answer_of(api_entry.lambda_handler(event, context))
+    finally:
+        api_entry.reset()
 
 
 # handler -> (environment, warm runtime object) of the last call: see warm_invoke.

@@ -1,7 +1,8 @@
-"""The ingest logic without Lambda or AWS: credentials, event completion, parking, settling outcomes.
+"""The ingest logic without AWS: credentials, event completion, parking, settling outcomes.
 
 ``Ingest`` is built from real parts (the default playbook, the real Pipeline) with in-memory
-stand-ins for Heap delivery, the DLQ and the retry queue.
+stand-ins for Heap delivery, the DLQ and the retry queue, and reached the way production reaches
+it: through the API's Lambda handler and its router (``api_support.handle``).
 """
 
 from __future__ import annotations
@@ -16,29 +17,27 @@ import pytest
 
 from api_support import (
     WRITE_KEY,
+    Answer,
     basic,
     empty_events_batch,
+    handle,
     most_empty_events,
     raw,
     request_event,
     track,
 )
-from heap_forwarder.edge.dlq import DeadLetter
-from heap_forwarder.edge.ingest import (
+from heap_forwarder.edge.api_contract import (
     MAX_BODY_BYTES,
     MAX_EVENTS_PER_REQUEST,
     MAX_PROBLEMS_LISTED,
     ApiError,
-    ApiResponse,
     ErrorCode,
-    Ingest,
-    basic_auth_user,
-    complete_event,
-    implied_timestamp,
-    park_bodies,
-    route_of,
-    sqs_safe_json,
 )
+from heap_forwarder.edge.api_request import basic_auth_user, route_of
+from heap_forwarder.edge.completion import complete_event, implied_timestamp
+from heap_forwarder.edge.dlq import DeadLetter
+from heap_forwarder.edge.ingest import Ingest
+from heap_forwarder.edge.parking import park_bodies, sqs_safe_json
 from heap_forwarder.heap.items import HeapItem
 from heap_forwarder.mapping.engine import Mapper
 from heap_forwarder.mapping.loader import build_playbook
@@ -194,7 +193,7 @@ class MemoryDlq:
         self.refuses = refuses  # messageIds of the events whose letters it refuses
         self.letters: list[DeadLetter] = []
 
-    def write(self, letters: Sequence[DeadLetter]) -> list[bool]:
+    def write(self, letters: Sequence[DeadLetter], *, until: float | None = None) -> list[bool]:
         taken = [self.works and json.loads(x.body).get("messageId") not in self.refuses for x in letters]
         self.letters.extend(x for x, ok in zip(letters, taken, strict=True) if ok)
         return taken
@@ -216,8 +215,8 @@ def make_ingest(heap: ScriptedHeap, dlq: MemoryDlq, queue: MemoryQueue) -> Inges
     return Ingest(lambda: Pipeline(mapper, heap), queue, dlq, lambda: WRITE_KEY)  # type: ignore[arg-type]
 
 
-def post(ingest: Ingest, path: str, document: Any) -> ApiResponse:
-    return ingest.handle(request_event(path, document), 10.0)
+def post(ingest: Ingest, path: str, document: Any) -> Answer:
+    return handle(ingest, request_event(path, document))
 
 
 REFUSED = rejected(ErrorClass.HEAP_REJECTED, "HTTP 400 from Heap: bad event")
@@ -285,7 +284,7 @@ def test_each_letter_is_named_by_the_request_id_and_the_event_index() -> None:
     event = request_event("/v1/batch", {"batch": [track(1), track(2, "Refused"), track(3, "Refused")]})
     request_id = event["requestContext"]["requestId"]
 
-    make_ingest(heap, dlq, MemoryQueue()).handle(event, 10.0)
+    handle(make_ingest(heap, dlq, MemoryQueue()), event)
 
     assert [letter.letter_id for letter in dlq.letters] == [f"{request_id}:1", f"{request_id}:2"]
     assert all(letter.source_record_id == request_id for letter in dlq.letters)
@@ -354,7 +353,7 @@ def test_a_broken_pipeline_parks_rather_than_loses() -> None:
     queue = MemoryQueue()
     ingest = Ingest(lambda: pipeline, queue, MemoryDlq(), None)  # type: ignore[arg-type]
 
-    answer = ingest.handle(request_event("/v1/track", raw("product_viewed"), key=None), 10.0)
+    answer = handle(ingest, request_event("/v1/track", raw("product_viewed"), key=None))
 
     assert answer.status == 202
     assert len(queue.parked) == 1
@@ -383,7 +382,7 @@ def test_a_request_inflating_to_170_000_events_is_handled_in_bounded_memory() ->
 
     tracemalloc.start()
     try:
-        answer = ingest.handle(event, 10.0)
+        answer = handle(ingest, event)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -1,7 +1,7 @@
 """The ingest API's OpenAPI document, generated from its routes and models (``docs/openapi.json``).
 
-A tool, not shipped with the functions: the routes' own declarations (answers, security, tag)
-are the runtime's, in ``heap_forwarder.edge.api_contract``.
+A tool, not shipped with the functions: the contract itself (limits, models, answers, each
+route's operation, summary, security and tag) is the runtime's, ``heap_forwarder.edge.api_contract``.
 
 Regenerate after changing a route, a model or a description (a test compares the two)::
 
@@ -16,8 +16,14 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBase, SecurityScheme, Tag
 
-from heap_forwarder.edge.api_contract import SECURITY_SCHEME, TAG
-from heap_forwarder.edge.ingest import MAX_BODY_BYTES, MAX_EVENT_BYTES, MAX_EVENTS_PER_REQUEST, MAX_RAW_BYTES
+from heap_forwarder.edge.api_contract import (
+    MAX_BODY_BYTES,
+    MAX_EVENT_BYTES,
+    MAX_EVENTS_PER_REQUEST,
+    MAX_RAW_BYTES,
+    SECURITY_SCHEME,
+    TAG,
+)
 
 TITLE = "heap-forwarder ingest API"
 API_VERSION = "1.0"  # the contract's version (the /v1 routes), not the package's

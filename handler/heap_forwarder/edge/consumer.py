@@ -23,8 +23,9 @@ from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from heap_forwarder.edge.dlq import DeadLetter, DeadLetterWriter
+from heap_forwarder.edge.dlq import DeadLetterWriter
 from heap_forwarder.edge.observability import count, logger
+from heap_forwarder.edge.settle import SQS, Refusal, settle
 from heap_forwarder.envelopes import BodyError, decode_body
 from heap_forwarder.inbound import InvalidEvent, events_of
 from heap_forwarder.outcome import ErrorClass, Fate, Outcome, rejected
@@ -33,7 +34,7 @@ from heap_forwarder.pipeline import Pipeline
 # Events in one record. Past it the record is refused whole, as one dead letter holding its
 # body: reading 85,000 ``{}`` from one 256 KB message would otherwise be 85,000 letters (and as
 # many log lines and DLQ writes) for one bad message. Equal to the API's
-# ``ingest.MAX_EVENTS_PER_REQUEST`` (same reasoning: SDK batches hold a few hundred events at
+# ``api_contract.MAX_EVENTS_PER_REQUEST`` (same reasoning: SDK batches hold a few hundred events at
 # most), and never lower: the API parks a request it could not deliver as one record.
 MAX_EVENTS_PER_RECORD = 2_500
 # Events one invocation takes on. Lambda hands over up to 6 MB, which can hold two million
@@ -209,19 +210,13 @@ class Consumer:
         return response
 
     def _settle(self, records: Sequence[_Record], outcomes: Sequence[Outcome]) -> dict[str, Any]:
-        letters: list[DeadLetter] = []
-        # What each letter's log line may say: the outcome's reason, never the letter's (that
-        # one may carry Heap's own text, which can echo event data).
-        letter_outcomes: list[Outcome] = []
-        letter_owner: list[str] = []
+        refusals: list[Refusal] = []
         to_retry: dict[str, str] = {}
         delivered = retried = 0
         config_faults = 0
         for record in records:
             if record.unreadable is not None:
-                letters.append(self._letter(record, record.body, record.unreadable, WHOLE_RECORD))
-                letter_outcomes.append(record.unreadable)
-                letter_owner.append(record.message_id)
+                refusals.append(_refusal(record, record.body, record.unreadable, WHOLE_RECORD))
                 continue
             mine = [outcomes[p] for p in record.positions]
             retryable = [o for o in mine if o.fate is Fate.RETRYABLE]
@@ -236,37 +231,22 @@ class Consumer:
                 if outcome.fate is Fate.DELIVERED:
                     continue
                 final = _exhausted(outcome) if outcome.fate is Fate.RETRYABLE else outcome
-                letters.append(self._letter(record, _event_text(event), final, str(position)))
-                letter_outcomes.append(final)
-                letter_owner.append(record.message_id)
+                refusals.append(_refusal(record, _event_text(event), final, str(position)))
 
         if config_faults:
             logger.error(
                 "Heap refused the configuration; records will be retried", extra={"events": config_faults}
             )
             count("ConfigurationFaults", 1)
-        written = self.dead_letters.write(letters, until=self._letters_until()) if letters else []
-        for outcome, owner, ok in zip(letter_outcomes, letter_owner, written, strict=True):
-            if ok:
-                logger.warning(
-                    "event parked in the DLQ",
-                    extra={
-                        "sqs_message_id": owner,
-                        "error_class": str(outcome.error_class),
-                        "reason": outcome.reason,
-                    },
-                )
-                count(f"EventsRejected.{outcome.error_class}", 1)
-            else:
+        written = settle(self.dead_letters, refusals, SQS, until=self._letters_until())
+        for refusal, ok in zip(refusals, written, strict=True):
+            if not ok:
                 # The DLQ refused it even after the writer's own retries: keep the record in the
                 # queue rather than lose the event. Its letters SQS did take are written again
                 # on the redelivery, with the same LetterId: redrive moves one per id.
-                to_retry.setdefault(owner, "dead-letter queue write failed")
-        rejected_count = sum(written)
+                to_retry.setdefault(refusal.source, "dead-letter queue write failed")
         count("EventsDelivered", delivered)
         count("EventsRetried", retried)
-        count("EventsRejected", rejected_count)
-        count("DlqWrites", rejected_count)
         return self._retry([r for r in records if r.message_id in to_retry], to_retry)
 
     def _settle_unprocessed(self, records: Sequence[_Record], cause: str) -> dict[str, Any]:
@@ -274,16 +254,9 @@ class Consumer:
         to the DLQ whole, with the cause, rather than be moved there by SQS without a reason."""
         exhausted = [r for r in records if r.receive_count >= self.max_receive_count]
         outcome = Outcome(Fate.REJECTED, ErrorClass.RETRIES_EXHAUSTED, f"retries exhausted: {cause}")
-        written = (
-            self.dead_letters.write(
-                [self._letter(r, r.body, outcome, WHOLE_RECORD) for r in exhausted],
-                until=self._letters_until(),
-            )
-            if exhausted
-            else []
-        )
+        refusals = [_refusal(r, r.body, outcome, WHOLE_RECORD) for r in exhausted]
+        written = settle(self.dead_letters, refusals, SQS, until=self._letters_until(), announce=False)
         parked = {r.message_id for r, ok in zip(exhausted, written, strict=True) if ok}
-        count("DlqWrites", len(parked))
         retry = [r for r in records if r.message_id not in parked]
         return self._retry(retry, {r.message_id: cause for r in retry})
 
@@ -291,18 +264,6 @@ class Consumer:
         if self.letters_until is None:
             return None
         return max(self.letters_until, self.clock() + LETTER_MIN_SECONDS)
-
-    def _letter(self, record: _Record, body: str, outcome: Outcome, position: str) -> DeadLetter:
-        """The letter of one event of ``record`` (``position``: its index in the record's body) or
-        of the whole record (``WHOLE_RECORD``). It carries the full reason, Heap's text included."""
-        return DeadLetter(
-            body,
-            outcome.error_class,
-            outcome.full_reason,
-            record.message_id,
-            record.first_seen,
-            letter_id=f"{record.message_id}:{position}",
-        )
 
     def _retry(self, records: Sequence[_Record], causes: Mapping[str, str]) -> dict[str, Any]:
         """List the records as failures and push their next delivery out (growing backoff)."""
@@ -338,6 +299,19 @@ class Consumer:
 # read as events, or the pipeline never saw it): ``<messageId>:record``. A letter of one event
 # has the event's index in the record's body instead (``<messageId>:0``, ``:1``...).
 WHOLE_RECORD = "record"
+
+
+def _refusal(record: _Record, body: str, outcome: Outcome, position: str) -> Refusal:
+    """The refusal of one event of ``record`` (``position``: its index in the record's body) or
+    of the whole record (``WHOLE_RECORD``); its log line names the record."""
+    return Refusal(
+        body,
+        outcome,
+        f"{record.message_id}:{position}",
+        record.message_id,
+        record.first_seen,
+        record.message_id,
+    )
 
 
 def _exhausted(outcome: Outcome) -> Outcome:

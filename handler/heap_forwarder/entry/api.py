@@ -9,6 +9,7 @@ without a write key answers every request 503 instead of serving it unauthentica
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -18,29 +19,22 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from heap_forwarder.edge.api_contract import RESPONSES, SECURITY, TAG
-from heap_forwarder.edge.config import ApiAuthMode, Settings
-from heap_forwarder.edge.dlq import DeadLetterWriter
-from heap_forwarder.edge.ingest import (
-    AliasCall,
+from heap_forwarder.edge.api_contract import (
+    ROUTES,
     ApiError,
     ApiResponse,
-    BatchCall,
     ErrorCode,
-    GroupCall,
-    IdentifyCall,
-    Ingest,
-    IngestRequest,
-    PageCall,
-    RetryQueue,
-    ScreenCall,
-    TrackCall,
+    Route,
     invalid_events,
-    is_ingest_route,
     problems_in,
     unavailable,
 )
+from heap_forwarder.edge.api_request import IngestRequest, is_ingest_route
+from heap_forwarder.edge.config import ApiAuthMode, Settings
+from heap_forwarder.edge.dlq import DeadLetterWriter
+from heap_forwarder.edge.ingest import Ingest
 from heap_forwarder.edge.observability import count, logger, metrics, traced
+from heap_forwarder.edge.parking import RetryQueue
 from heap_forwarder.edge.runtime import Runtime, build_runtime
 from heap_forwarder.models import Problem
 
@@ -100,6 +94,12 @@ def service() -> Ingest:
     return _warm.service
 
 
+def install(worker: Ingest) -> None:
+    """Serve with ``worker`` as the warm service (unit tests: an ``Ingest`` of stand-ins, reached
+    through this very handler and its router). ``reset`` forgets it."""
+    _warm.runtime, _warm.service, _warm.closed = None, worker, None
+
+
 def reset() -> None:
     """Forget the warm state (tests and local invoke change the environment between runs)."""
     _warm.runtime = _warm.service = None
@@ -119,90 +119,23 @@ def _accept() -> Response[str]:
     return _http(service().accept(request, remaining))
 
 
-@app.post(
-    "/v1/track",
-    operation_id="track",
-    summary="Record an action a user performed",
-    responses=RESPONSES,
-    security=SECURITY,
-    tags=[TAG],
-)
-def track(call: Annotated[TrackCall, Body(description="One track call.")]) -> Response[str]:
-    return _accept()
+def _route(route: Route) -> Callable[..., Response[str]]:
+    """The handler of one route: its body is declared by the contract (the route's model, which
+    the resolver validates the body against and the OpenAPI document names); the work is ``_accept``."""
+
+    def handler(call: Any) -> Response[str]:
+        return _accept()
+
+    handler.__name__ = handler.__qualname__ = route.operation_id
+    handler.__annotations__ = {
+        "call": Annotated[route.call, Body(description=route.body)],
+        "return": Response[str],
+    }
+    return handler
 
 
-@app.post(
-    "/v1/page",
-    operation_id="page",
-    summary="Record a page view",
-    responses=RESPONSES,
-    security=SECURITY,
-    tags=[TAG],
-)
-def page(call: Annotated[PageCall, Body(description="One page call.")]) -> Response[str]:
-    return _accept()
-
-
-@app.post(
-    "/v1/screen",
-    operation_id="screen",
-    summary="Record a mobile screen view",
-    responses=RESPONSES,
-    security=SECURITY,
-    tags=[TAG],
-)
-def screen(call: Annotated[ScreenCall, Body(description="One screen call.")]) -> Response[str]:
-    return _accept()
-
-
-@app.post(
-    "/v1/identify",
-    operation_id="identify",
-    summary="Record who a user is (traits)",
-    responses=RESPONSES,
-    security=SECURITY,
-    tags=[TAG],
-)
-def identify(call: Annotated[IdentifyCall, Body(description="One identify call.")]) -> Response[str]:
-    return _accept()
-
-
-@app.post(
-    "/v1/group",
-    operation_id="group",
-    summary="Record a user's account (group traits)",
-    responses=RESPONSES,
-    security=SECURITY,
-    tags=[TAG],
-)
-def group(call: Annotated[GroupCall, Body(description="One group call.")]) -> Response[str]:
-    return _accept()
-
-
-@app.post(
-    "/v1/alias",
-    operation_id="alias",
-    summary="Merge two identities (refused: Heap's server-side API cannot merge identities)",
-    responses=RESPONSES,
-    security=SECURITY,
-    tags=[TAG],
-)
-def alias(call: Annotated[AliasCall, Body(description="One alias call.")]) -> Response[str]:
-    return _accept()
-
-
-@app.post(
-    "/v1/batch",
-    operation_id="batch",
-    summary="Send many calls of any type at once",
-    responses=RESPONSES,
-    security=SECURITY,
-    tags=[TAG],
-)
-def batch(
-    call: Annotated[BatchCall, Body(description='{"batch": [calls...]}, each call with its type.')],
-) -> Response[str]:
-    return _accept()
+for _path, _declared in ROUTES.items():
+    app.post(_path, **_declared.options())(_route(_declared))
 
 
 @app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]

@@ -25,7 +25,8 @@ from api_support import (
     request_event,
     track,
 )
-from heap_forwarder.edge import ingest
+from heap_forwarder.edge import api_contract, api_request
+from heap_forwarder.edge.api_contract import MAX_EVENTS_PER_REQUEST
 from heap_forwarder.entry import api as entry
 
 ROUTE_EVENTS = {
@@ -567,18 +568,18 @@ def test_a_small_gzip_request_of_too_many_events_is_413_before_any_event_is_comp
     """~550 bytes gzipped, 170,000 ``{}`` decompressed: refused on the count, before the API
     spends anything per event (completing them took it past 500 MB)."""
     # Given a gzip request holding as many empty events as fit under the decompressed cap
-    count = most_empty_events(ingest.MAX_BODY_BYTES)
-    assert count > ingest.MAX_EVENTS_PER_REQUEST
+    count = most_empty_events(api_contract.MAX_BODY_BYTES)
+    assert count > api_contract.MAX_EVENTS_PER_REQUEST
     event = request_event("/v1/batch", data=empty_events_batch(count), gzip=True)
     assert len(event["body"]) < 1_000  # base64 of the gzip
     completed: list[Any] = []
-    complete_event = ingest.complete_event
+    complete_event = api_request.complete_event
 
     def spy(*args: Any, **kwargs: Any) -> dict[str, Any]:
         completed.append(args[0])
         return complete_event(*args, **kwargs)
 
-    monkeypatch.setattr(ingest, "complete_event", spy)
+    monkeypatch.setattr(api_request, "complete_event", spy)
 
     # When it is posted
     answer = api.invoke(event)
@@ -586,7 +587,7 @@ def test_a_small_gzip_request_of_too_many_events_is_413_before_any_event_is_comp
     # Then it is refused whole, naming the count and the cap; no event was completed or sent
     assert answer.status == 413, answer.body
     assert answer.body["error"] == "payload_too_large"
-    limit = ingest.MAX_EVENTS_PER_REQUEST
+    limit = api_contract.MAX_EVENTS_PER_REQUEST
     assert answer.body["message"] == (
         f"the batch holds {count} events; the limit is {limit} per request; send smaller batches"
     )
@@ -599,20 +600,20 @@ def test_a_small_gzip_request_of_too_many_events_is_413_before_any_event_is_comp
 
 def test_the_event_count_is_checked_before_each_event_s_size(api: Api) -> None:
     """The 32 KB check encodes every event: too many events are refused on their count first."""
-    batch = [{} for _ in range(ingest.MAX_EVENTS_PER_REQUEST)] + [
+    batch = [{} for _ in range(api_contract.MAX_EVENTS_PER_REQUEST)] + [
         track(1, properties={"notes": "x" * 33_000})
     ]
 
     answer = api.post("/v1/batch", {"batch": batch})
 
     assert answer.status == 413
-    assert answer.body["message"].startswith(f"the batch holds {ingest.MAX_EVENTS_PER_REQUEST + 1} events")
+    assert answer.body["message"].startswith(f"the batch holds {MAX_EVENTS_PER_REQUEST + 1} events")
     assert answer.body["problems"] == []
 
 
 def test_the_event_cap_is_exact_a_full_batch_is_accepted(api: Api) -> None:
     """MAX_EVENTS_PER_REQUEST events are taken whole; one more and the request is 413."""
-    limit = ingest.MAX_EVENTS_PER_REQUEST
+    limit = api_contract.MAX_EVENTS_PER_REQUEST
     batch = [
         {"type": "track", "event": "E", "userId": f"u{i % 50}", "messageId": f"cap-{i}"}
         for i in range(limit + 1)

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from dlq_faults import RefusingSqs
 
+from heap_forwarder.edge.api_contract import MAX_EVENTS_PER_REQUEST
 from heap_forwarder.edge.config import ConfigurationError, Settings
 from heap_forwarder.edge.consumer import MAX_EVENTS_PER_RECORD, BackoffPolicy, read_records
 from heap_forwarder.edge.dlq import DeadLetterWriter
-from heap_forwarder.edge.ingest import MAX_EVENTS_PER_REQUEST
 from heap_forwarder.edge.parameters import ParameterStore
 from heap_forwarder.edge.runtime import Runtime
 from heap_forwarder.heap.client import HeapClient
