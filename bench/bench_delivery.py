@@ -48,6 +48,7 @@ TRACK_SAMPLES = (
     "product_clicked", "product_list_viewed", "product_viewed", "products_searched", "page", "custom_track",
 )  # fmt: skip
 APP_ID = "bench-app"
+FIELDS = {"app_id": APP_ID}
 
 
 def build_events(count: int) -> list[dict[str, Any]]:
@@ -84,9 +85,11 @@ def emulator_stats(url: str) -> dict[str, Any]:
 def deliver(url: str, items: list[HeapItem], max_items: int) -> tuple[float, int, int]:
     """Seconds, HTTP requests, events accepted by the emulator."""
     urllib3.request("POST", f"{url}/_emulator/reset")
-    client = HeapClient(DeliverySettings(base_url=url, max_items_per_request=max_items))
+    client = HeapClient(
+        DeliverySettings(base_url=url, max_items_per_request=max_items), request_fields=FIELDS
+    )
     start = time.perf_counter()
-    outcomes = client.deliver(items, {"app_id": APP_ID})
+    outcomes = client.deliver(items)
     seconds = time.perf_counter() - start
     stats = emulator_stats(url)
     if not all(o.delivered for o in outcomes):
@@ -160,15 +163,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def streamed_vs_staged(url: str, events: list[dict[str, Any]], latency_s: float) -> dict[str, float]:
     """Best of 2 each, alternating: Pipeline.process; prepare() then deliver(); and prepare()
     then the same requests 4 at a time (what concurrency alone gives, without the overlap)."""
-    client = HeapClient(DeliverySettings(base_url=url))
-    pipeline = Pipeline(Mapper(build_playbook(), {"MY_APP_ID": APP_ID}), client)
+    mapper = Mapper(build_playbook(), {"MY_APP_ID": APP_ID})
+    client = HeapClient(DeliverySettings(base_url=url), request_fields=mapper.request_fields)
+    pipeline = Pipeline(mapper, client)
     runs: dict[str, list[float]] = {"streamed_s": [], "staged_s": [], "staged_concurrent_s": []}
 
     def staged_concurrent() -> list[Outcome]:
         items = pipeline.prepare(events).items
         chunks = [items[i : i + BULK_STREAM_AT] for i in range(0, len(items), BULK_STREAM_AT)]
         with ThreadPoolExecutor(max_workers=STREAM_CONCURRENCY) as pool:
-            done = pool.map(lambda chunk: client.deliver(chunk, pipeline.mapper.request_fields), chunks)
+            done = pool.map(client.deliver, chunks)
             return [outcome for outcomes in done for outcome in outcomes]
 
     for _ in range(2):

@@ -31,8 +31,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from heap_forwarder.heap.client import DeliverySettings, HeapClient, RequestRecord, new_pool
+from heap_forwarder.heap.client import DeliverySettings, HeapClient
 from heap_forwarder.heap.items import Endpoint, HeapItem
+from heap_forwarder.heap.transport import RequestRecord, new_pool
 from heap_forwarder.outcome import Fate
 from heap_forwarder_tools.emulator import HeapEmulator
 
@@ -66,11 +67,12 @@ def isolate(heap: HeapEmulator, k: int, *, named: bool) -> dict[str, Any]:
     records: list[RequestRecord] = []
     client = HeapClient(
         DeliverySettings(base_url=heap.url, max_isolation_requests=10_000),
+        request_fields={"app_id": APP_ID},
         pool=new_pool(),
         observer=records.append,
     )
     started = time.perf_counter()
-    outcomes = client.deliver([item(n, n in refused) for n in range(BATCH)], {"app_id": APP_ID})
+    outcomes = client.deliver([item(n, n in refused) for n in range(BATCH)])
     seconds = time.perf_counter() - started
     rejected = {i for i, o in enumerate(outcomes) if o.fate is Fate.REJECTED}
     resent = sum(r.items for r in records if r.isolating)

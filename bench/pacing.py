@@ -70,13 +70,15 @@ def worker(events: int, time_scale: float, batch: int, share: float) -> dict[str
     url = os.environ["HEAP_API_URL"]
     k = time_scale
     limiter = RateLimiter((share * HEAP_CAP_PER_MINUTE - BURST) * k, BURST)
+    mapper = Mapper(build_playbook(), {"MY_APP_ID": c.APP_ID})
     heap = HeapClient(
         DeliverySettings(
             base_url=url, retry_budget_s=RETRY_BUDGET_S, connect_timeout_s=3.0, read_timeout_s=10.0
         ),
+        request_fields=mapper.request_fields,
         limiter=limiter,
     )
-    pipeline = Pipeline(Mapper(build_playbook(), {"MY_APP_ID": c.APP_ID}), heap)
+    pipeline = Pipeline(mapper, heap)
     sink = _SqsSink()
     consumer = Consumer(
         lambda: pipeline,

@@ -68,7 +68,7 @@ STAGE_NOTES = {
     "map": "Mapper.map: playbook rows -> Heap item bodies",
     "Heap rules": "apply_rules: flattening, identity checks, timestamps, length limits",
     "serialise": "Heap client: each item encoded (pydantic_core.to_json) and packed into bulk bodies",
-    "HTTP": "HeapClient._post: request out, answer in (summed over threads; loopback, other process)",
+    "HTTP": "Transport.post: request out, answer in (summed over threads; loopback, other process)",
     "other": "the rest: outcome folding, settle, metrics, Powertools decorators, GC between stages",
 }
 

@@ -14,7 +14,7 @@ breakdown (µs per input event) of the fastest adds up to that invocation's time
 (``read_records`` less JSON decoding), parse/validate (JSON decoding +
 ``quick_validate``, and the models (``pipeline._validate``) for what it declines),
 map (``Mapper.map``), Heap rules (``apply_rules``), serialise (items encoded and packed into
-bulk bodies), HTTP (``HeapClient._post``: the request and the emulator's answer), other (the
+bulk bodies), HTTP (``Transport.post``: the request and the emulator's answer), other (the
 rest: outcome folding, settling, metrics, Powertools decorators, garbage collection).
 Serialise and HTTP also run on delivery threads (bulk requests go out while later events are
 prepared; identify calls four at a time): their times are summed over the threads, so the
@@ -71,7 +71,7 @@ class _StageProbe:
     def installed(self) -> Iterator[None]:
         from heap_forwarder import pipeline
         from heap_forwarder.edge import consumer
-        from heap_forwarder.heap import client
+        from heap_forwarder.heap import client, plan, transport
         from heap_forwarder.mapping import engine
 
         targets: list[tuple[Any, str, str]] = [
@@ -81,13 +81,13 @@ class _StageProbe:
             (pipeline, "_validate", "validate"),
             (engine.Mapper, "map", "map"),
             (pipeline, "apply_rules", "rules"),
-            (client._Delivery, "plan", "serialise"),
-            (client._Delivery, "body", "serialise"),
+            (client, "plan_delivery", "serialise"),
+            (plan.DeliveryPlan, "body", "serialise"),
         ]
         saved = [(owner, attribute, owner.__dict__[attribute]) for owner, attribute, _ in targets]
         for owner, attribute, name in targets:
             setattr(owner, attribute, self._timed(name, getattr(owner, attribute)))
-        post = client.HeapClient._post
+        post = transport.Transport.post
         by_endpoint = self.http_by_endpoint
         self.seconds.setdefault("http", 0.0)
 
@@ -103,11 +103,11 @@ class _StageProbe:
                     entry["requests"] += 1
                     entry["seconds"] += spent
 
-        client.HeapClient._post = timed_post  # type: ignore[method-assign,assignment]
+        transport.Transport.post = timed_post  # type: ignore[method-assign,assignment]
         try:
             yield
         finally:
-            client.HeapClient._post = post  # type: ignore[method-assign]
+            transport.Transport.post = post  # type: ignore[method-assign]
             for owner, attribute, original in saved:
                 setattr(owner, attribute, original)
 

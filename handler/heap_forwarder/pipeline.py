@@ -5,7 +5,7 @@ No AWS here: the SQS and HTTP entry points hand decoded events in and translate 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,9 +18,9 @@ from heap_forwarder.outcome import ErrorClass, Outcome, combine, rejected, retry
 
 
 class Deliverer(Protocol):
-    def deliver(
-        self, items: Sequence[HeapItem], request_fields: Mapping[str, Any], *, deadline: float | None = None
-    ) -> list[Outcome]: ...
+    """Heap for one app (``HeapClient``): bound to its request fields (the app ID) when built."""
+
+    def deliver(self, items: Sequence[HeapItem], *, deadline: float | None = None) -> list[Outcome]: ...
 
 
 @dataclass
@@ -75,11 +75,7 @@ class Pipeline:
 
     def deliver(self, prepared: Prepared, *, deadline: float | None = None) -> list[Outcome]:
         """One outcome per input event: decided ones as they are, the rest from Heap's answers."""
-        item_outcomes = (
-            self.deliverer.deliver(prepared.items, self.mapper.request_fields, deadline=deadline)
-            if prepared.items
-            else []
-        )
+        item_outcomes = self.deliverer.deliver(prepared.items, deadline=deadline) if prepared.items else []
         return _fold(prepared.decided, [(prepared.items, item_outcomes)])
 
     def process(self, raws: Sequence[Any], *, deadline: float | None = None) -> list[Outcome]:
@@ -88,7 +84,7 @@ class Pipeline:
         wait on Heap then costs no preparing time). What is left goes in one last delivery.
         """
         prepared = Prepared(decided=[None] * len(raws))
-        stream = _Stream(self.deliverer, self.mapper.request_fields, deadline)
+        stream = _Stream(self.deliverer, deadline)
         pending: dict[Endpoint, list[HeapItem]] = {}
         try:
             for index, raw in enumerate(raws):
@@ -128,7 +124,7 @@ def _fold(
 # would each wait for the GIL while the preparing thread holds it.
 BULK_STREAM_AT = 1000
 # Deliveries in flight at once. The client's pool keeps enough connections for these plus the
-# last delivery's identify calls (heap.client.POOL_CONNECTIONS), so none waits for one.
+# last delivery's identify calls (heap.transport.POOL_CONNECTIONS), so none waits for one.
 STREAM_CONCURRENCY = 4
 
 
@@ -140,9 +136,8 @@ class _Stream:
     the app ID, the URL...) the deliveries still queued are not sent: they would only fail alike.
     """
 
-    def __init__(self, deliverer: Deliverer, request_fields: Mapping[str, Any], deadline: float | None):
+    def __init__(self, deliverer: Deliverer, deadline: float | None):
         self.deliverer = deliverer
-        self.fields = request_fields
         self.deadline = deadline
         self.executor: ThreadPoolExecutor | None = None
         self.sent: list[tuple[list[HeapItem], Future[list[Outcome]] | list[Outcome]]] = []
@@ -163,7 +158,7 @@ class _Stream:
     def _deliver(self, items: list[HeapItem]) -> list[Outcome]:
         if self.fault is not None:
             return [self.fault] * len(items)
-        outcomes = self.deliverer.deliver(items, self.fields, deadline=self.deadline)
+        outcomes = self.deliverer.deliver(items, deadline=self.deadline)
         for outcome in outcomes:
             if outcome.error_class is ErrorClass.CONFIG_FAULT:
                 self.fault = retryable(

@@ -180,9 +180,7 @@ class ScriptedHeap:
         self.fates = fates
         self.sent: list[HeapItem] = []
 
-    def deliver(
-        self, items: Sequence[HeapItem], request_fields: Mapping[str, Any], *, deadline: float | None = None
-    ) -> list[Outcome]:
+    def deliver(self, items: Sequence[HeapItem], *, deadline: float | None = None) -> list[Outcome]:
         self.sent.extend(items)
         return [self.fates.get(str(item.body.get("event")), DELIVERED) for item in items]
 

@@ -74,7 +74,7 @@ class _Unreadable:
 
 
 def _requests(items: Sequence[HeapItem], request_fields: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    from heap_forwarder.heap.client import plan_requests
+    from heap_forwarder.heap.plan import plan_requests
 
     return [(str(p.endpoint), p.body()) for p in plan_requests(items, request_fields)]
 
@@ -116,7 +116,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 class _NoDelivery:
-    def deliver(self, items: Any, request_fields: Any, *, deadline: float | None = None) -> list[Any]:
+    def deliver(self, items: Any, *, deadline: float | None = None) -> list[Any]:
         raise RuntimeError("preview never delivers")
 
 

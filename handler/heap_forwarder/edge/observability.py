@@ -15,7 +15,7 @@ from typing import Any, TypeVar, cast
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from heap_forwarder.heap.client import RequestRecord
+from heap_forwarder.heap.transport import RequestRecord
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "heap-forwarder")
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "HeapForwarder")

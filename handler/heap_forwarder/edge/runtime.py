@@ -1,12 +1,15 @@
 """The services a warm Lambda process keeps between invocations, built on first use.
 
 Module-level on purpose: Lambda reuses the process, so the Heap connection pool, boto3
-clients, the SSM cache and the compiled playbook survive from one invocation to the next.
+clients, the SSM cache and the compiled playbook survive from one invocation to the next. The
+Heap client is bound to the app ID read from SSM: it (and the pipeline) is built again only when
+that value (or the playbook) changes after the cache's TTL.
 """
 
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,15 +31,19 @@ def _report_bad_playbook(error: PlaybookError) -> None:
     count("MappingErrors", 1)
 
 
+HeapFactory = Callable[[Mapping[str, Any]], HeapClient]  # request fields (the app ID) -> client
+
+
 @dataclass
 class Runtime:
     settings: Settings
     parameters: ParameterStore
-    heap: HeapClient
+    heap_factory: HeapFactory
     sqs_client: Any = None
     _playbooks: PlaybookHolder | None = None
-    _mapper: Mapper | None = None
-    _mapper_key: tuple[str, int] | None = field(default=None, repr=False)
+    _heap: HeapClient | None = field(default=None, repr=False)
+    _pipeline: Pipeline | None = field(default=None, repr=False)
+    _pipeline_key: tuple[str, int] | None = field(default=None, repr=False)
 
     def playbook_holder(self) -> PlaybookHolder:
         if self._playbooks is None:
@@ -44,7 +51,10 @@ class Runtime:
         return self._playbooks
 
     def pipeline(self) -> Pipeline:
-        """The pipeline with the current app ID and playbook (both cached; SSM re-read after the TTL)."""
+        """The pipeline with the current app ID and playbook (both cached; SSM re-read after the TTL).
+
+        Built again only when either changed; its Heap client only when the request fields did.
+        """
         if not self.settings.heap_app_id_parameter:
             raise ConfigurationError(
                 "HEAP_APP_ID_PARAMETER is not set: name the SSM parameter holding the app ID"
@@ -54,10 +64,13 @@ class Runtime:
         if self.settings.mapping_parameter:
             holder.refresh(self.settings.mapping_file, self.parameters.get(self.settings.mapping_parameter))
         key = (app_id, id(holder.playbook))
-        if self._mapper is None or key != self._mapper_key:
-            self._mapper = Mapper(holder.playbook, {"MY_APP_ID": app_id})
-            self._mapper_key = key
-        return Pipeline(self._mapper, self.heap)
+        if self._pipeline is None or key != self._pipeline_key:
+            mapper = Mapper(holder.playbook, {"MY_APP_ID": app_id})
+            if self._heap is None or self._heap.request_fields != mapper.request_fields:
+                self._heap = self.heap_factory(mapper.request_fields)
+            self._pipeline = Pipeline(mapper, self._heap)
+            self._pipeline_key = key
+        return self._pipeline
 
     def sqs(self) -> Any:
         if self.sqs_client is None:
@@ -69,14 +82,17 @@ class Runtime:
 
 def build_runtime(settings: Settings | None = None, *, retry_budget_seconds: float | None = None) -> Runtime:
     settings = settings or load_settings()
+    delivery = settings.delivery(retry_budget_seconds=retry_budget_seconds)
+    # One limiter for the process: a client built again for a new app ID keeps the pace.
     limiter = RateLimiter(settings.rate_limit_events_per_minute, settings.rate_limit_burst)
-    heap = HeapClient(
-        settings.delivery(retry_budget_seconds=retry_budget_seconds),
-        limiter=limiter,
-        observer=record_heap_request,
-    )
+
+    def heap_for(request_fields: Mapping[str, Any]) -> HeapClient:
+        return HeapClient(
+            delivery, request_fields=request_fields, limiter=limiter, observer=record_heap_request
+        )
+
     tune_garbage_collector()
-    return Runtime(settings, ParameterStore(settings.parameters_max_age), heap)
+    return Runtime(settings, ParameterStore(settings.parameters_max_age), heap_for)
 
 
 def tune_garbage_collector() -> None:

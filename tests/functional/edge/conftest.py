@@ -17,7 +17,8 @@ import urllib3
 from heap_forwarder.edge.consumer import BackoffPolicy, Consumer
 from heap_forwarder.edge.dlq import DeadLetterWriter
 from heap_forwarder.edge.observability import logger, metrics
-from heap_forwarder.heap.client import DeliverySettings, HeapClient, new_pool
+from heap_forwarder.heap.client import DeliverySettings, HeapClient
+from heap_forwarder.heap.transport import new_pool
 from heap_forwarder.mapping.engine import Mapper
 from heap_forwarder.mapping.loader import build_playbook
 from heap_forwarder.mapping.playbook import Playbook
@@ -226,8 +227,10 @@ def make_consumer(
         seed: int = 7,
         **delivery: Any,
     ) -> Consumer:
-        heap = HeapClient(fast_delivery(emulator.url, **delivery), pool=pool)
         mapper = Mapper(playbook, {"MY_APP_ID": app_id})
+        heap = HeapClient(
+            fast_delivery(emulator.url, **delivery), request_fields=mapper.request_fields, pool=pool
+        )
         return Consumer(
             pipeline_factory or (lambda: Pipeline(mapper, heap)),
             aws.sqs,

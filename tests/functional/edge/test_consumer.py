@@ -338,9 +338,7 @@ class ScriptedHeap:
     def __init__(self, fates: Mapping[str, Outcome]) -> None:
         self.fates = fates
 
-    def deliver(
-        self, items: Sequence[HeapItem], request_fields: Mapping[str, Any], *, deadline: float | None = None
-    ) -> list[Outcome]:
+    def deliver(self, items: Sequence[HeapItem], *, deadline: float | None = None) -> list[Outcome]:
         return [self.fates.get(str(item.body.get("event")), DELIVERED) for item in items]
 
 
@@ -541,8 +539,11 @@ def test_a_pipeline_that_cannot_be_built_fails_every_record(aws, emulator, make_
 
 def _runtime(aws, emulator, kit, ssm_client, parameter: str = "/heap-forwarder/app-id") -> Runtime:
     settings = Settings(HEAP_APP_ID_PARAMETER=parameter, HEAP_API_URL=emulator.url)
+    delivery = kit.fast_delivery(emulator.url)
     return Runtime(
-        settings, ParameterStore(0, client=ssm_client), HeapClient(kit.fast_delivery(emulator.url))
+        settings,
+        ParameterStore(0, client=ssm_client),
+        lambda fields: HeapClient(delivery, request_fields=fields),
     )
 
 

@@ -10,9 +10,10 @@ import pytest
 import urllib3
 
 from fake_clock import FakeClock
-from heap_forwarder.heap.client import DeliverySettings, HeapClient, RequestRecord, new_pool
+from heap_forwarder.heap.client import DeliverySettings, HeapClient
 from heap_forwarder.heap.items import Endpoint, HeapItem
 from heap_forwarder.heap.limiter import RateLimiter
+from heap_forwarder.heap.transport import RequestRecord, new_pool
 from heap_forwarder_tools.emulator import HeapEmulator
 
 APP_ID = "demo-app-id"
@@ -125,10 +126,12 @@ def records() -> list[RequestRecord]:
 def make_client(
     emulator: HeapEmulator, clock: FakeClock, pool: urllib3.PoolManager, records: list[RequestRecord]
 ) -> ClientFactory:
-    """A client aimed at the emulator, on fake time (HTTP stays real); settings overridable."""
+    """A client for the app ``request_fields`` names (the emulator's by default), aimed at the
+    emulator, on fake time (HTTP stays real); settings overridable."""
 
     def make(
         *,
+        request_fields: dict[str, Any] = FIELDS,
         limiter: RateLimiter | None = None,
         observer: Callable[[RequestRecord], None] | None = None,
         **overrides: Any,
@@ -136,6 +139,7 @@ def make_client(
         options: dict[str, Any] = {"base_url": emulator.url, "read_timeout_s": 2.0, **overrides}
         return HeapClient(
             DeliverySettings(**options),
+            request_fields=request_fields,
             limiter=limiter,
             pool=pool,
             sleep=clock.sleep,

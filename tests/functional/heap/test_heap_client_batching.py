@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pydantic_core
 
 from heap_forwarder.heap.client import DeliverySettings
@@ -13,7 +11,7 @@ from heap_forwarder.outcome import DELIVERED, ErrorClass, Fate
 
 def test_2500_events_travel_in_three_requests(emulator, make_client, kit) -> None:
     items = kit.tracks(2500)
-    outcomes = make_client().deliver(items, kit.fields)
+    outcomes = make_client().deliver(items)
     assert outcomes == [DELIVERED] * 2500
     assert kit.requests_to(emulator) == {"200": 3}
     stored = emulator.tracked_events()
@@ -21,7 +19,7 @@ def test_2500_events_travel_in_three_requests(emulator, make_client, kit) -> Non
 
 
 def test_configurable_lower_item_cap(emulator, make_client, kit) -> None:
-    outcomes = make_client(max_items_per_request=100).deliver(kit.tracks(250), kit.fields)
+    outcomes = make_client(max_items_per_request=100).deliver(kit.tracks(250))
     assert outcomes == [DELIVERED] * 250
     assert kit.requests_to(emulator) == {"200": 3}
 
@@ -35,7 +33,7 @@ def test_split_at_the_byte_cap(emulator, make_client, kit) -> None:
     item_size = max(sizes)
     per_request = (cap - overhead + 1) // (item_size + 1)
     expected = -(-100 // per_request)
-    outcomes = make_client(max_request_bytes=cap).deliver(items, kit.fields)
+    outcomes = make_client(max_request_bytes=cap).deliver(items)
     assert outcomes == [DELIVERED] * 100
     assert kit.requests_to(emulator) == {"200": expected}
     assert emulator.stats()["bytes_received"] <= expected * cap
@@ -44,13 +42,13 @@ def test_split_at_the_byte_cap(emulator, make_client, kit) -> None:
 
 def test_default_byte_cap_lets_1000_one_kb_events_go_together(emulator, make_client, kit) -> None:
     items = kit.tracks(1000, pad=900)
-    assert make_client().deliver(items, kit.fields) == [DELIVERED] * 1000
+    assert make_client().deliver(items) == [DELIVERED] * 1000
     assert kit.requests_to(emulator) == {"200": 1}
 
 
 def test_an_item_too_big_alone_is_rejected_without_sending(emulator, make_client, kit) -> None:
     items = [kit.track(0), kit.track(1, pad=20_000), kit.track(2)]
-    outcomes = make_client(max_request_bytes=10_000).deliver(items, kit.fields)
+    outcomes = make_client(max_request_bytes=10_000).deliver(items)
     assert outcomes[0] == DELIVERED
     assert outcomes[2] == DELIVERED
     assert outcomes[1].fate is Fate.REJECTED
@@ -72,7 +70,7 @@ def test_endpoints_are_grouped_and_identify_goes_one_by_one(emulator, make_clien
         kit.account(1),
         kit.identify(2),
     ]
-    outcomes = make_client().deliver(items, kit.fields)
+    outcomes = make_client().deliver(items)
     assert outcomes == [DELIVERED] * len(items)
     assert kit.requests_to(emulator, Endpoint.IDENTIFY) == {"200": 3}
     assert kit.requests_to(emulator, Endpoint.TRACK) == {"200": 1}
@@ -87,42 +85,18 @@ def test_endpoints_are_grouped_and_identify_goes_one_by_one(emulator, make_clien
 def test_request_fields_merge_into_every_body(emulator, make_client, kit) -> None:
     # The bulk key in request_fields must not produce a duplicate key; the items win.
     fields = {**kit.fields, "events": "ignored"}
-    assert make_client().deliver(kit.tracks(3), fields) == [DELIVERED] * 3
+    assert make_client(request_fields=fields).deliver(kit.tracks(3)) == [DELIVERED] * 3
     assert len(emulator.tracked_events()) == 3
 
 
-def test_planned_bodies_are_exactly_the_merged_documents(kit) -> None:
-    """The spliced bytes parse to {**request_fields, "events": [bodies]}; identify merges flat."""
-    from heap_forwarder.heap.client import plan_requests
-
-    items = [
-        kit.track(0),
-        HeapItem(Endpoint.TRACK, {"identity": "é", "event": "ü", "idempotency_key": "x"}),
-        kit.identify(0),
-        kit.user(0),
-        kit.track(1, pad=5_000),  # too big for the cap below: in no request
-    ]
-    fields = {"app_id": "a", "extra": [1, {"b": None}], "events": "shadowed"}
-    plans = plan_requests(items, fields, DeliverySettings(max_request_bytes=4_000))
-    assert [(p.endpoint, p.indices) for p in plans] == [
-        (Endpoint.TRACK, (0, 1)),
-        (Endpoint.IDENTIFY, (2,)),
-        (Endpoint.ADD_USER_PROPERTIES, (3,)),
-    ]
-    assert json.loads(plans[0].data) == {**fields, "events": [items[0].body, items[1].body]}
-    assert plans[1].body() == {**fields, **items[2].body}
-    assert plans[2].body() == {**fields, "users": [items[3].body]}
-    assert plan_requests(kit.tracks(3), {})[0].body() == {"events": [i.body for i in kit.tracks(3)]}
-
-
 def test_empty_input_sends_nothing(emulator, make_client, kit) -> None:
-    assert make_client().deliver([], kit.fields) == []
+    assert make_client().deliver([]) == []
     assert kit.request_count(emulator) == 0
 
 
 def test_unserialisable_body_is_rejected_not_raised(emulator, make_client, kit) -> None:
     bad = HeapItem(Endpoint.TRACK, {"identity": "u", "event": "e", "properties": {"x": object()}})
-    outcomes = make_client().deliver([bad, kit.track(1)], kit.fields)
+    outcomes = make_client().deliver([bad, kit.track(1)])
     assert outcomes[0].fate is Fate.REJECTED
     assert outcomes[0].error_class is ErrorClass.HEAP_RULE
     assert outcomes[1] == DELIVERED
@@ -145,10 +119,11 @@ def test_settings_are_validated() -> None:
 def test_default_pool_is_shared_verified_and_never_retries_by_itself() -> None:
     import ssl
 
-    from heap_forwarder.heap.client import HeapClient, shared_pool
+    from heap_forwarder.heap.client import HeapClient
+    from heap_forwarder.heap.transport import shared_pool
 
     pool = shared_pool()
-    assert HeapClient()._pool is pool
-    assert HeapClient()._pool is HeapClient()._pool
+    assert HeapClient(request_fields={}).transport.pool is pool
+    assert HeapClient(request_fields={}).transport.pool is HeapClient(request_fields={}).transport.pool
     assert pool.connection_pool_kw["cert_reqs"] in ("CERT_REQUIRED", ssl.CERT_REQUIRED)
     assert pool.connection_pool_kw["retries"].total is False

@@ -82,9 +82,10 @@ def test_every_item_gets_one_outcome_and_heap_holds_each_event_once(
         sleep=sleep,
         clock=lambda: fake_now[0],
         rng=random.Random(seed),
+        request_fields={"app_id": "demo-app-id"},
     )
     items = _items(kinds)
-    outcomes = client.deliver(items, {"app_id": "demo-app-id"})
+    outcomes = client.deliver(items)
     pool.clear()
 
     assert len(outcomes) == len(items)

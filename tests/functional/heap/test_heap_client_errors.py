@@ -26,7 +26,7 @@ def test_one_bad_event_in_1000_is_isolated(bad: int, emulator, make_client, kit)
     emulator.reject_event_names(["Bad Event"])
     items = kit.tracks(1000)
     items[bad] = kit.track(bad, "Bad Event")
-    outcomes = make_client().deliver(items, kit.fields)
+    outcomes = make_client().deliver(items)
     assert outcomes[bad].fate is Fate.REJECTED
     assert outcomes[bad].error_class is ErrorClass.HEAP_REJECTED
     assert "Bad Event" in outcomes[bad].full_reason  # the dead letter quotes Heap
@@ -41,7 +41,7 @@ def test_several_bad_events_are_each_isolated(emulator, make_client, kit) -> Non
     emulator.reject_event_names(["Bad Event"])
     bad = {3, 4, 250, 640, 999}
     items = [kit.track(n, "Bad Event" if n in bad else "Good") for n in range(1000)]
-    outcomes = make_client().deliver(items, kit.fields)
+    outcomes = make_client().deliver(items)
     assert {i for i, o in enumerate(outcomes) if o.fate is Fate.REJECTED} == bad
     assert sum(o.delivered for o in outcomes) == 995
     assert len(emulator.tracked_events()) == 995
@@ -53,7 +53,7 @@ def test_bad_user_property_is_isolated(emulator, make_client, kit) -> None:
 
     items = [kit.user(n) for n in range(8)]
     items[5] = HeapItem(Endpoint.ADD_USER_PROPERTIES, {"identity": "user-5", "properties": {"ID": 1}}, 5)
-    outcomes = make_client().deliver(items, kit.fields)
+    outcomes = make_client().deliver(items)
     assert [o.fate for o in outcomes] == [Fate.DELIVERED] * 5 + [Fate.REJECTED] + [Fate.DELIVERED] * 2
     assert "reserved" in outcomes[5].full_reason
 
@@ -66,7 +66,7 @@ def test_bad_identify_is_rejected_alone(emulator, make_client, kit) -> None:
         HeapItem(Endpoint.IDENTIFY, {"user_id": "1", "identity": "undefined"}),
         kit.identify(2),
     ]
-    outcomes = make_client().deliver(items, kit.fields)
+    outcomes = make_client().deliver(items)
     assert outcomes[0] == outcomes[2] == DELIVERED
     assert outcomes[1].fate is Fate.REJECTED
     assert outcomes[1].error_class is ErrorClass.HEAP_REJECTED
@@ -81,10 +81,16 @@ def small_heap(kit):
 def test_413_from_a_smaller_heap(small_heap, pool, clock, kit) -> None:
     from heap_forwarder.heap.client import DeliverySettings, HeapClient
 
-    client = HeapClient(DeliverySettings(base_url=small_heap.url), pool=pool, sleep=clock.sleep, clock=clock)
+    client = HeapClient(
+        DeliverySettings(base_url=small_heap.url),
+        request_fields=kit.fields,
+        pool=pool,
+        sleep=clock.sleep,
+        clock=clock,
+    )
     items = kit.tracks(200, pad=900)  # ~200 KB in one request, four times what this Heap takes
     items.append(kit.track(200, pad=60_000))  # too big for this Heap even alone
-    outcomes = client.deliver(items, kit.fields)
+    outcomes = client.deliver(items)
     assert outcomes[:200] == [DELIVERED] * 200
     assert outcomes[200].fate is Fate.REJECTED
     assert outcomes[200].error_class is ErrorClass.HEAP_REJECTED
@@ -97,7 +103,7 @@ def test_413_from_a_smaller_heap(small_heap, pool, clock, kit) -> None:
 
 def test_invalid_app_id_is_a_config_fault_without_bisection(emulator, make_client, kit) -> None:
     items = [*kit.tracks(2500), kit.user(0), kit.identify(0)]
-    outcomes = make_client().deliver(items, {"app_id": "not-my-app"})
+    outcomes = make_client(request_fields={"app_id": "not-my-app"}).deliver(items)
     assert {o.fate for o in outcomes} == {Fate.RETRYABLE}
     assert {o.error_class for o in outcomes} == {ErrorClass.CONFIG_FAULT}
     assert "app ID" in outcomes[0].reason
@@ -108,7 +114,7 @@ def test_invalid_app_id_is_a_config_fault_without_bisection(emulator, make_clien
 
 def test_app_id_value_is_redacted_from_causes(emulator, make_client, kit) -> None:
     emulator.fail_next(1, 400, body="postBody.app_id: sekrit-app-123 is unknown")
-    outcome = make_client().deliver(kit.tracks(1), {"app_id": "sekrit-app-123"})[0]
+    outcome = make_client(request_fields={"app_id": "sekrit-app-123"}).deliver(kit.tracks(1))[0]
     assert outcome.error_class is ErrorClass.CONFIG_FAULT
     assert "sekrit-app-123" not in outcome.reason + outcome.detail
     assert "<app_id>" in outcome.detail
@@ -116,7 +122,7 @@ def test_app_id_value_is_redacted_from_causes(emulator, make_client, kit) -> Non
 
 def test_app_id_echoed_in_a_refusal_is_redacted(emulator, make_client, kit) -> None:
     emulator.fail_next(1, 400, body="postBody.events[0].event: sekrit-app-123 does not take this")
-    outcome = make_client().deliver(kit.tracks(1), {"app_id": "sekrit-app-123"})[0]
+    outcome = make_client(request_fields={"app_id": "sekrit-app-123"}).deliver(kit.tracks(1))[0]
     assert outcome.error_class is ErrorClass.HEAP_REJECTED
     assert outcome.detail == "HTTP 400 from Heap: postBody.events[0].event: <app_id> does not take this"
 
@@ -127,7 +133,7 @@ def test_a_400_without_a_field_path_is_bisected_and_each_event_refused_alone(
     """Heap refusing everything with a text that names no field: no guessing at a configuration
     fault from its words. Each event is rejected only once it was refused when sent alone."""
     emulator.fail_next(10_000, 400, body="Events are not accepted for this environment")
-    outcomes = make_client().deliver(kit.tracks(8), kit.fields)
+    outcomes = make_client().deliver(kit.tracks(8))
     assert {(o.fate, o.error_class) for o in outcomes} == {(Fate.REJECTED, ErrorClass.HEAP_REJECTED)}
     assert outcomes[0].full_reason == "HTTP 400 from Heap: Events are not accepted for this environment"
     assert kit.request_count(emulator) == 15  # the whole halving tree: 1 + 2 + 4 + 8
@@ -139,7 +145,7 @@ def test_isolation_stops_at_its_request_budget_and_leaves_the_rest_retryable(
     emulator.fail_next(10_000, 400, body="no")
     records: list = []
     client = make_client(max_isolation_requests=20, observer=records.append)
-    outcomes = client.deliver(kit.tracks(1000), kit.fields)
+    outcomes = client.deliver(kit.tracks(1000))
     rejected = [i for i, o in enumerate(outcomes) if o.fate is Fate.REJECTED]
     unfinished = [o for o in outcomes if o.fate is Fate.RETRYABLE]
     assert len(rejected) + len(unfinished) == 1000
@@ -154,7 +160,7 @@ def test_isolation_stops_at_its_request_budget_and_leaves_the_rest_retryable(
 def test_two_items_refused_alike_are_two_rejections(emulator, make_client, kit) -> None:
     emulator.reject_event_names(["Bad Event"])
     items = [kit.track(0, "Bad Event"), kit.track(1, "Bad Event"), kit.user(0)]
-    outcomes = make_client().deliver(items, kit.fields)
+    outcomes = make_client().deliver(items)
     assert [o.fate for o in outcomes] == [Fate.REJECTED, Fate.REJECTED, Fate.DELIVERED]
 
 
@@ -167,7 +173,7 @@ def test_offenders_at_first_middle_and_last_with_one_text_but_good_events_betwee
     items = kit.tracks(8)
     for n in (0, 4):
         items[n] = kit.track(n, "Bad Event")
-    outcomes = make_client().deliver(items, kit.fields)
+    outcomes = make_client().deliver(items)
     assert {i for i, o in enumerate(outcomes) if o.fate is Fate.REJECTED} == {0, 4}
     assert sum(o.delivered for o in outcomes) == 6
 
@@ -176,28 +182,28 @@ def test_offenders_at_first_middle_and_last_with_one_text_but_good_events_betwee
 def test_auth_and_routing_statuses_are_config_faults(status: int, emulator, make_client, kit) -> None:
     emulator.fail_next(1, status, body="nope")
     items = [*kit.tracks(1500), kit.identify(0)]
-    outcomes = make_client().deliver(items, kit.fields)
+    outcomes = make_client().deliver(items)
     assert {(o.fate, o.error_class) for o in outcomes} == {(Fate.RETRYABLE, ErrorClass.CONFIG_FAULT)}
     assert outcomes[0].reason.startswith(f"HTTP {status} from Heap: check HEAP_API_URL and the app ID")
     assert kit.request_count(emulator) == 1
 
 
 def test_wrong_base_path_is_a_config_fault(emulator, make_client, kit) -> None:
-    outcomes = make_client(base_url=emulator.url + "/wrong").deliver(kit.tracks(3), kit.fields)
+    outcomes = make_client(base_url=emulator.url + "/wrong").deliver(kit.tracks(3))
     assert {o.error_class for o in outcomes} == {ErrorClass.CONFIG_FAULT}
     assert "HTTP 404" in outcomes[0].reason
 
 
 def test_unknown_4xx_is_a_config_fault(emulator, make_client, kit) -> None:
     emulator.fail_next(1, 418, body="teapot")
-    outcomes = make_client().deliver(kit.tracks(3), kit.fields)
+    outcomes = make_client().deliver(kit.tracks(3))
     assert {o.error_class for o in outcomes} == {ErrorClass.CONFIG_FAULT}
     assert kit.request_count(emulator) == 1
 
 
 def test_unexpected_redirect_is_transient_and_not_retried_in_place(emulator, make_client, kit, clock) -> None:
     emulator.fail_next(1, 301, body="moved")
-    outcomes = make_client().deliver([*kit.tracks(3), kit.user(0)], kit.fields)
+    outcomes = make_client().deliver([*kit.tracks(3), kit.user(0)])
     assert [o.error_class for o in outcomes[:3]] == [ErrorClass.TRANSIENT] * 3
     assert outcomes[0].reason.startswith("HTTP 301 from Heap")
     assert outcomes[3] == DELIVERED  # not a configuration fault: the other requests still go
@@ -208,7 +214,7 @@ def test_config_fault_mid_isolation_stops_the_rest(emulator, make_client, kit) -
     items = kit.tracks(16)
     emulator.fail_next(1, 400, body="postBody.events[9].event: bad")  # the first answer
     emulator.fail_next(1, 401)  # item 9 alone: Heap's app went away
-    outcomes = make_client().deliver([*items, kit.user(0)], kit.fields)
+    outcomes = make_client().deliver([*items, kit.user(0)])
     assert {o.error_class for o in outcomes} == {ErrorClass.CONFIG_FAULT}
     assert kit.request_count(emulator) == 2
 
@@ -218,8 +224,13 @@ def test_unusable_base_url_is_a_config_fault(kit, clock) -> None:
 
     from heap_forwarder.heap.client import DeliverySettings, HeapClient
 
-    client = HeapClient(DeliverySettings(base_url="http://"), pool=urllib3.PoolManager(), clock=clock)
-    outcomes = client.deliver([*kit.tracks(2), kit.identify(0)], kit.fields)
+    client = HeapClient(
+        DeliverySettings(base_url="http://"),
+        request_fields=kit.fields,
+        pool=urllib3.PoolManager(),
+        clock=clock,
+    )
+    outcomes = client.deliver([*kit.tracks(2), kit.identify(0)])
     assert {o.error_class for o in outcomes} == {ErrorClass.CONFIG_FAULT}
     assert outcomes[0].reason.startswith("invalid HEAP_API_URL")
     assert clock.sleeps == []
@@ -232,7 +243,7 @@ def test_a_wrong_index_in_heaps_text_is_only_a_hint(emulator, make_client, kit) 
     items = kit.tracks(10)
     items[6] = kit.track(6, "Bad Event")
     emulator.fail_next(1, 400, body="postBody.events[2].event: made-up")
-    outcomes = make_client().deliver(items, kit.fields)
+    outcomes = make_client().deliver(items)
     assert [i for i, o in enumerate(outcomes) if o.fate is Fate.REJECTED] == [6]
     assert sum(o.delivered for o in outcomes) == 9
     assert sorted(e["idempotency_key"] for e in emulator.tracked_events()) == sorted(
@@ -248,7 +259,7 @@ def test_an_index_out_of_range_or_of_another_array_falls_back_to_halves(
     items = kit.tracks(8)
     items[5] = kit.track(5, "Bad Event")
     emulator.fail_next(1, 400, body=hint)
-    outcomes = make_client().deliver(items, kit.fields)
+    outcomes = make_client().deliver(items)
     assert [i for i, o in enumerate(outcomes) if o.fate is Fate.REJECTED] == [5]
     assert sum(o.delivered for o in outcomes) == 7
 
@@ -258,7 +269,7 @@ def test_isolating_never_sends_an_event_the_caller_did_not_give(emulator, make_c
     emulator.reject_event_names(["Bad Event"])
     emulator.set_anonymous_refusals(True)
     items = [kit.track(n, "Bad Event" if n % 7 == 0 else "Good") for n in range(50)]
-    outcomes = make_client().deliver(items, kit.fields)
+    outcomes = make_client().deliver(items)
     assert {i for i, o in enumerate(outcomes) if o.fate is Fate.REJECTED} == set(range(0, 50, 7))
     assert sum(r.items for r in records) == sum(r.items for r in records if r.status) > 0
     assert {e["idempotency_key"] for e in emulator.tracked_events()} == {f"k{n}" for n in range(50) if n % 7}
@@ -272,7 +283,7 @@ def test_a_2xx_whose_body_is_not_json_is_not_taken_for_a_delivery(
     body: str, content_type: str, emulator, make_client, kit
 ) -> None:
     emulator.fail_next(1, 200, body=body)
-    outcomes = make_client().deliver([*kit.tracks(3)], kit.fields)
+    outcomes = make_client().deliver([*kit.tracks(3)])
     assert {(o.fate, o.error_class) for o in outcomes} == {(Fate.RETRYABLE, ErrorClass.TRANSIENT)}
     assert outcomes[0].reason.startswith("HTTP 200 with a body that is not JSON")
     assert body not in outcomes[0].full_reason  # what answered is not quoted anywhere
@@ -281,7 +292,7 @@ def test_a_2xx_whose_body_is_not_json_is_not_taken_for_a_delivery(
 @pytest.mark.parametrize("body", ["", "{}", '{"status": "ok"}', "  \n"])
 def test_a_2xx_with_an_empty_or_json_body_is_a_delivery(body: str, emulator, make_client, kit) -> None:
     emulator.fail_next(1, 200, body=body)
-    assert make_client().deliver(kit.tracks(2), kit.fields) == [DELIVERED] * 2
+    assert make_client().deliver(kit.tracks(2)) == [DELIVERED] * 2
 
 
 def test_a_trickling_answer_is_cut_off_at_the_requests_time_limit(emulator, make_client, kit) -> None:
@@ -292,21 +303,21 @@ def test_a_trickling_answer_is_cut_off_at_the_requests_time_limit(emulator, make
     emulator.trickle_next(10, bytes_per_second=1, body="x" * 300)
     client = make_client(connect_timeout_s=0.5, read_timeout_s=1.0, retry_budget_s=0)
     started = time.monotonic()
-    outcomes = client.deliver(kit.tracks(2), kit.fields)
+    outcomes = client.deliver(kit.tracks(2))
     elapsed = time.monotonic() - started
     assert {(o.fate, o.error_class) for o in outcomes} == {(Fate.RETRYABLE, ErrorClass.TRANSIENT)}
     assert outcomes[0].reason == "timeout: Heap's answer was not complete after 1.5s (cut off)"
     assert elapsed < 5, elapsed  # 1.5 s and a little; on main it read for 300 s
 
 
-def test_no_request_outlives_the_deadline(emulator, make_client, kit) -> None:
+def test_no_request_outlives_the_deadline(emulator, make_client, kit, clock) -> None:
     """A deadline shorter than the request's own limit (on the client's clock): not even started."""
     import time
 
     emulator.trickle_next(10, bytes_per_second=1, body="x" * 300)
     client = make_client(connect_timeout_s=0.5, read_timeout_s=1.0)
     started = time.monotonic()
-    outcomes = client.deliver(kit.tracks(2), kit.fields, deadline=client._clock() + 1.0)
+    outcomes = client.deliver(kit.tracks(2), deadline=clock() + 1.0)
     assert time.monotonic() - started < 1
     assert {o.error_class for o in outcomes} == {ErrorClass.DEADLINE}
 
@@ -316,13 +327,13 @@ def test_a_huge_answer_is_read_only_as_far_as_it_is_quoted(emulator, make_client
     dropped rather than reused, and the next request goes through."""
     import tracemalloc
 
-    from heap_forwarder.heap.client import MAX_ANSWER_BYTES
+    from heap_forwarder.heap.transport import MAX_ANSWER_BYTES
 
     emulator.fail_next(1, 503, body="E" * 5_000_000)
     client = make_client(retry_budget_s=0)
     tracemalloc.start()
     try:
-        outcome = client.deliver(kit.tracks(1), kit.fields)[0]
+        outcome = client.deliver(kit.tracks(1))[0]
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -332,35 +343,20 @@ def test_a_huge_answer_is_read_only_as_far_as_it_is_quoted(emulator, make_client
     assert (outcome.fate, outcome.reason) == (Fate.RETRYABLE, "HTTP 503 from Heap")
     assert len(outcome.detail) < 300
     assert MAX_ANSWER_BYTES < 5_000_000
-    assert client.deliver(kit.tracks(2), kit.fields) == [DELIVERED] * 2
+    assert client.deliver(kit.tracks(2)) == [DELIVERED] * 2
 
 
 def test_a_2xx_with_a_body_larger_than_heap_sends_is_not_a_delivery(emulator, make_client, kit) -> None:
     emulator.fail_next(1, 200, body='{"pad": "' + "x" * 200_000 + '"}')
-    outcomes = make_client().deliver(kit.tracks(1), kit.fields)
+    outcomes = make_client().deliver(kit.tracks(1))
     assert outcomes[0].error_class is ErrorClass.TRANSIENT
     assert outcomes[0].reason.startswith("HTTP 200 with a body over 65536 bytes")
-
-
-@pytest.mark.parametrize(
-    ("heads", "logged"),
-    [
-        ("postBody.events[3].properties.jane_doe: x", "postBody.events[3].properties"),
-        ("postBody.properties.patient_ssn_123: x", "postBody.properties"),
-        ("postBody.events[3]: x", "postBody.events[3]"),
-        ("postBody: x", "postBody"),
-    ],
-)
-def test_the_logged_path_stops_at_the_items_field(heads: str, logged: str) -> None:
-    from heap_forwarder.heap.client import _loggable_path
-
-    assert _loggable_path(heads) == logged
 
 
 def test_logs_get_the_field_path_only_down_to_the_items_field(emulator, make_client, kit) -> None:
     """Keys below the item's field are the event's own property names: not for the logs."""
     emulator.fail_next(1, 400, body="postBody.events[0].properties.jane_doe_example_com: too long")
-    outcome = make_client().deliver(kit.tracks(1), kit.fields)[0]
+    outcome = make_client().deliver(kit.tracks(1))[0]
     assert outcome.reason == "HTTP 400 from Heap at postBody.events[0].properties"
     assert "jane_doe_example_com" in outcome.detail
 
@@ -370,7 +366,7 @@ def test_a_limit_expiring_after_its_connection_moved_on_does_not_cut_the_next_re
     import socket
     import time as real_time
 
-    from heap_forwarder.heap.client import _Watch, _Watchdog
+    from heap_forwarder.heap.transport import _Watch, _Watchdog
 
     class Connection:
         heap_watch = None

@@ -7,7 +7,7 @@ deliverer (wrapping the real client) shows which deliveries were made, and from 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from heap_forwarder.heap.client import DeliverySettings, HeapClient
@@ -28,14 +28,12 @@ class Recording:
         self.client = client
         self.calls: list[tuple[str, Counter]] = []
 
-    def deliver(
-        self, items: Sequence[HeapItem], request_fields: Mapping[str, Any], *, deadline: float | None = None
-    ) -> list[Outcome]:
+    def deliver(self, items: Sequence[HeapItem], *, deadline: float | None = None) -> list[Outcome]:
         counts: Counter = {}
         for item in items:
             counts[item.endpoint] = counts.get(item.endpoint, 0) + 1
         self.calls.append((threading.current_thread().name, counts))
-        return self.client.deliver(items, request_fields, deadline=deadline)
+        return self.client.deliver(items, deadline=deadline)
 
 
 def track(n: int, name: str = "Order Completed") -> dict[str, Any]:
@@ -61,8 +59,11 @@ def identify(n: int) -> dict[str, Any]:
 
 
 def pipeline(emulator: HeapEmulator, app_id: str = APP_ID) -> tuple[Pipeline, Recording]:
-    recording = Recording(HeapClient(DeliverySettings(base_url=emulator.url)))
-    return Pipeline(Mapper(build_playbook(), {"MY_APP_ID": app_id}), recording), recording
+    mapper = Mapper(build_playbook(), {"MY_APP_ID": app_id})
+    recording = Recording(
+        HeapClient(DeliverySettings(base_url=emulator.url), request_fields=mapper.request_fields)
+    )
+    return Pipeline(mapper, recording), recording
 
 
 def test_a_large_invocation_streams_full_requests_and_loses_nothing(emulator: HeapEmulator) -> None:

@@ -1,0 +1,286 @@
+"""One HTTP attempt at Heap, with a hard time limit: the watched connection pool and its watchdog.
+
+urllib3's read timeout bounds each socket read, not the request: an answer trickling a byte a
+second never times out. So every attempt is watched: its connection registers itself (on the
+sending thread) when the request starts, and one watchdog thread shuts the socket down if the
+attempt is still running at its limit; the blocked read then fails at once. At most
+MAX_ANSWER_BYTES of an answer is read. Retries, and what an answer means, are the sender's
+(``heap/sender.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import urllib3
+
+from heap_forwarder import __version__
+from heap_forwarder.heap.items import Endpoint
+
+__all__ = [
+    "MAX_ANSWER_BYTES",
+    "POOL_CONNECTIONS",
+    "RequestRecord",
+    "Response",
+    "Transport",
+    "new_pool",
+    "shared_pool",
+]
+
+logger = logging.getLogger(__name__)
+
+_HEADERS = {
+    "Content-Type": "application/json",
+    "User-Agent": f"heap-forwarder/{__version__}",
+}
+
+
+class RequestRecord(NamedTuple):
+    """One HTTP attempt, handed to the client's observer (for metrics)."""
+
+    endpoint: Endpoint
+    status: int | None  # None: no response (timeout, connection error)
+    items: int
+    seconds: float
+    error: str | None  # None on 2xx; never Heap's free text
+    isolating: bool = False  # sent to isolate refused items (items re-sent)
+
+
+# One pool per process: Lambda keeps module globals between invocations, so TLS sessions and
+# keep-alive connections survive. urllib3 must not retry on its own: the sender owns the policy
+# (and the deadline), and a silent urllib3 retry would be invisible to it.
+# Connections kept per host: the pipeline's streamed bulk requests (up to 4 in flight, one of
+# them the last delivery, whose identify calls then go 4 at a time) never need more than 8.
+# block: a thread past that waits for a free connection (at most the connect timeout, see
+# Transport.post) rather than open one only to throw it away.
+POOL_CONNECTIONS = 8
+# The most of an answer's body the client reads: Heap answers a few hundred bytes, and no more
+# than a snippet is ever quoted. A larger body (a proxy's page, say) is cut and its connection
+# dropped, so an answer cannot fill the function's memory.
+MAX_ANSWER_BYTES = 65_536
+
+
+class _Watch:
+    __slots__ = ("connection", "cut")
+
+    def __init__(self) -> None:
+        self.connection: Any = None
+        self.cut = False
+
+    def take(self, connection: Any) -> None:
+        # The connection remembers which request it serves: a limit that expires after the
+        # connection went back to the pool (and on to another request) must not cut that one.
+        self.connection = connection
+        connection.heap_watch = self
+
+
+_current = threading.local()
+
+
+class _Watchdog:
+    """One daemon thread, a heap of (limit, watch): cheap enough for every identify call."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._due: list[tuple[float, int, _Watch]] = []
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, until: float, watch: _Watch) -> None:
+        with self._lock:
+            heapq.heappush(self._due, (until, next(self._ids), watch))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="heap-watchdog", daemon=True)
+                self._thread.start()
+            self._lock.notify()
+
+    def release(self, watch: _Watch) -> None:
+        with self._lock:
+            watch.connection = None  # the entry stays in the heap and expires as a no-op
+
+    def _run(self) -> None:
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                while self._due and self._due[0][0] <= now:
+                    _, _, watch = heapq.heappop(self._due)
+                    connection = watch.connection
+                    if connection is not None and getattr(connection, "heap_watch", None) is watch:
+                        watch.cut = True
+                        _cut(connection)
+                self._lock.wait(None if not self._due else self._due[0][0] - now)
+
+
+def _cut(connection: Any) -> None:
+    sock = getattr(connection, "sock", None)
+    if sock is None:
+        return
+    # The plain socket's shutdown (not SSLSocket's, which would touch TLS state another thread
+    # is reading): the blocked read returns at once and urllib3 drops the connection. Whatever
+    # it raises, the watchdog thread must live on.
+    with contextlib.suppress(Exception):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_WATCHDOG = _Watchdog()
+
+
+class _WatchedConnectionMixin:
+    heap_watch: _Watch | None = None
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        watch: _Watch | None = getattr(_current, "watch", None)
+        if watch is not None:
+            watch.take(self)
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _WatchedHTTPConnection(_WatchedConnectionMixin, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedConnectionMixin, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+def new_pool(**kwargs: Any) -> urllib3.PoolManager:
+    """A PoolManager whose requests the client can cut off at their time limit.
+
+    A plain PoolManager still works with :class:`HeapClient`, but then only urllib3's
+    per-read timeouts bound a request.
+    """
+    pool = urllib3.PoolManager(**{"retries": False, **kwargs})
+    pool.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+    return pool
+
+
+_POOL = new_pool(num_pools=4, maxsize=POOL_CONNECTIONS, block=True, cert_reqs="CERT_REQUIRED")
+
+
+def shared_pool() -> urllib3.PoolManager:
+    return _POOL
+
+
+class Response(NamedTuple):
+    status: int | None
+    data: bytes = b""
+    retry_after: str | None = None
+    content_type: str = ""
+    cause: str = ""  # filled when no answer came; never holds Heap's text
+    config_fault: bool = False  # the URL itself is unusable
+    cut: bool = False  # the body was longer than MAX_ANSWER_BYTES: only its head was read
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+class Transport:
+    """POSTs to one Heap base URL over a pool; each attempt cut off at its limit, reported to the observer."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        pool: urllib3.PoolManager | None = None,
+        observer: Callable[[RequestRecord], None] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.pool = pool if pool is not None else _POOL
+        self._observer = observer
+
+    def post(
+        self, endpoint: Endpoint, body: bytes, n_items: int, limit_s: float, *, isolating: bool = False
+    ) -> Response:
+        """One attempt, cut off after ``limit_s`` seconds whatever the answer does."""
+        started = time.perf_counter()
+        watch = _Watch()
+        _current.watch = watch
+        _WATCHDOG.watch(time.monotonic() + limit_s, watch)
+        try:
+            raw = self.pool.request(
+                "POST",
+                self.base_url + endpoint.value,
+                body=body,
+                headers=_HEADERS,
+                timeout=urllib3.Timeout(
+                    connect=min(self.connect_timeout_s, limit_s),
+                    read=min(self.read_timeout_s, limit_s),
+                ),
+                # Waiting for a pooled connection counts against the deadline too: bounded, and
+                # a full pool is then a transient error like a refused connection.
+                pool_timeout=min(self.connect_timeout_s, limit_s),
+                retries=False,
+                redirect=False,
+                preload_content=False,
+            )
+            data, cut = _read_bounded(raw)
+        except urllib3.exceptions.LocationValueError as exc:
+            response = Response(None, cause=f"invalid HEAP_API_URL: {exc}", config_fault=True)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            response = Response(None, cause=self._failure_cause(exc, watch, limit_s))
+        else:
+            response = Response(
+                raw.status, data, raw.headers.get("Retry-After"), raw.headers.get("Content-Type", ""), cut=cut
+            )
+        finally:
+            _WATCHDOG.release(watch)
+            _current.watch = None
+        seconds = time.perf_counter() - started
+        if self._observer is not None:
+            ok = response.status is not None and 200 <= response.status < 300
+            error = None if ok else (response.cause or f"HTTP {response.status}")
+            try:
+                self._observer(RequestRecord(endpoint, response.status, n_items, seconds, error, isolating))
+            except Exception:  # metrics must never cost an event
+                logger.exception("heap client observer failed")
+        return response
+
+    def _failure_cause(self, exc: BaseException, watch: _Watch, limit_s: float) -> str:
+        if watch.cut:
+            return f"timeout: Heap's answer was not complete after {limit_s:g}s (cut off)"
+        if isinstance(exc, urllib3.exceptions.NewConnectionError):  # subclasses ConnectTimeoutError
+            return _connection_cause(exc)
+        if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
+            return f"connect timeout after {min(self.connect_timeout_s, limit_s):g}s"
+        if isinstance(exc, urllib3.exceptions.TimeoutError):
+            return f"timeout after {min(self.read_timeout_s, limit_s):g}s"
+        return _connection_cause(exc)
+
+
+def _read_bounded(raw: Any) -> tuple[bytes, bool]:
+    """At most MAX_ANSWER_BYTES of the body; the connection goes back to the pool only when the
+    whole body was read (a cut one is closed first, so its leftovers cannot reach the next use)."""
+    try:
+        data: bytes = raw.read(MAX_ANSWER_BYTES + 1)
+        if len(data) > MAX_ANSWER_BYTES:
+            raw.close()
+            return data[:MAX_ANSWER_BYTES], True
+        raw.drain_conn()  # nothing left to read; marks the response complete
+        return data, False
+    finally:
+        raw.release_conn()
+
+
+def _connection_cause(exc: BaseException) -> str:
+    return f"connection error: {exc}"[:300]
