@@ -76,7 +76,7 @@ class _StageProbe:
 
         targets: list[tuple[Any, str, str]] = [
             (consumer, "read_records", "read_records"),
-            (consumer, "decode_body", "decode"),
+            (consumer, "decode_json", "decode"),
             (pipeline, "quick_validate", "validate"),
             (pipeline, "_validate", "validate"),
             (engine.Mapper, "map", "map"),

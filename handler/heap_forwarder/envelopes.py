@@ -12,8 +12,6 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-from heap_forwarder.inbound import InvalidJson, decode_json
-
 # The Segment/MetaRouter tracking API implies the event type by the route.
 ROUTE_TYPES = {
     "/v1/track": "track",
@@ -217,13 +215,6 @@ def inflate(raw: bytes, max_bytes: int | None = None) -> bytes:
 def sqs_bodies(document: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(messageId, body) of each SQS record."""
     return [(str(r.get("messageId", "")), str(r.get("body", ""))) for r in document["Records"]]
-
-
-def decode_body(body: str | bytes, *, finite_numbers: bool = True) -> Any:
-    try:
-        return decode_json(body, finite_numbers=finite_numbers)
-    except InvalidJson as error:
-        raise BodyError(str(error)) from None
 
 
 def _bytes(count: int) -> str:

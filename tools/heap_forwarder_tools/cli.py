@@ -12,7 +12,6 @@ from typing import Any
 from heap_forwarder.envelopes import (
     ROUTE_TYPES,
     BodyError,
-    decode_body,
     http_body_bytes,
     is_http_api_event,
     is_sqs_event,
@@ -22,7 +21,7 @@ from heap_forwarder.heap.items import HeapItem
 from heap_forwarder.mapping.engine import Mapper
 from heap_forwarder.mapping.loader import build_playbook
 from heap_forwarder.mapping.playbook import PlaybookError
-from heap_forwarder.models import InvalidEvent, events_of
+from heap_forwarder.models import InvalidEvent, InvalidJson, decode_json, events_of
 
 APP_ID_PLACEHOLDER = "<MY_APP_ID>"
 
@@ -59,8 +58,8 @@ def _unbatched(document: Any) -> list[Any]:
 
 def _decoded(label: str, body: bytes) -> list[tuple[str, Any]]:
     try:
-        document = decode_body(body)
-    except BodyError as error:
+        document = decode_json(body)
+    except InvalidJson as error:
         return [(label, _Unreadable(str(error)))]
     events = _unbatched(document)
     if len(events) == 1:

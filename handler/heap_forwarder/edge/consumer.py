@@ -26,8 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from heap_forwarder.edge.dlq import DeadLetterWriter
 from heap_forwarder.edge.observability import count, logger
 from heap_forwarder.edge.settle import SQS, Refusal, settle
-from heap_forwarder.envelopes import BodyError, decode_body
-from heap_forwarder.inbound import InvalidEvent, events_of
+from heap_forwarder.inbound import InvalidEvent, InvalidJson, decode_json, events_of
 from heap_forwarder.outcome import ErrorClass, Fate, Outcome, rejected
 from heap_forwarder.pipeline import Pipeline
 
@@ -128,7 +127,7 @@ def _record(raw: Mapping[str, Any]) -> _Record:
 def _read(record: _Record) -> None:
     try:
         # No walk for numbers too large for a float: the rules refuse them where they matter.
-        events = events_of(decode_body(record.body, finite_numbers=False))[0]
+        events = events_of(decode_json(record.body, finite_numbers=False))[0]
         if len(events) > MAX_EVENTS_PER_RECORD:
             record.unreadable = rejected(
                 ErrorClass.TOO_LARGE,
@@ -137,7 +136,7 @@ def _read(record: _Record) -> None:
             )
         else:
             record.events = events
-    except BodyError as error:
+    except InvalidJson as error:
         record.unreadable = rejected(ErrorClass.INVALID_JSON, str(error))
     except InvalidEvent as error:
         record.unreadable = rejected(ErrorClass.INVALID_EVENT, str(error))
