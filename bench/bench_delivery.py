@@ -37,7 +37,7 @@ from heap_forwarder.heap.items import HeapItem
 from heap_forwarder.heap.rules import RuleSettings, apply_rules
 from heap_forwarder.mapping.engine import Mapper
 from heap_forwarder.mapping.loader import build_playbook
-from heap_forwarder.models import validate_event
+from heap_forwarder.models import as_plain, validate_event
 from heap_forwarder.outcome import Outcome
 from heap_forwarder.pipeline import BULK_STREAM_AT, STREAM_CONCURRENCY, Pipeline
 
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     items = [
         apply_rules(item, rules)
         for i, event in enumerate(events)
-        for item in mapper.map(validate_event(event, i), event, i)
+        for item in mapper.map(as_plain(validate_event(event, i)), event, i)
     ]
 
     process, url = start_emulator()

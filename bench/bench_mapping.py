@@ -30,7 +30,7 @@ from typing import Any
 from heap_forwarder.heap.rules import RuleSettings, apply_rules
 from heap_forwarder.mapping.engine import Mapper
 from heap_forwarder.mapping.loader import build_playbook
-from heap_forwarder.models import validate_event
+from heap_forwarder.models import as_plain, validate_event
 from heap_forwarder.pipeline import Pipeline
 
 RAW = Path(__file__).resolve().parents[1] / "events" / "raw"
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mapper = Mapper(build_playbook(), {"MY_APP_ID": "bench-app"})
     pipeline = Pipeline(mapper, _NoDelivery())
     rules = RuleSettings(nested=mapper.playbook.rules.nested, arrays=mapper.playbook.rules.arrays)
-    models = [validate_event(event, i) for i, event in enumerate(events)]  # outside the timing
+    models = [as_plain(validate_event(event, i)) for i, event in enumerate(events)]  # outside the timing
 
     def baseline() -> list[str]:
         return [json.dumps(json.loads(text)) for text in texts]

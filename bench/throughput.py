@@ -131,7 +131,7 @@ def worker(records: int, repeat: int, warmup: int) -> dict[str, Any]:
     from heap_forwarder.edge.consumer import read_records
     from heap_forwarder.entry import sqs as entry
     from heap_forwarder.heap.rules import apply_rules
-    from heap_forwarder.models import validate_event
+    from heap_forwarder.models import as_plain, validate_event
 
     emulator_url = os.environ["HEAP_API_URL"]
     bodies = [c.compact(e) for e in c.build_events(records, tag="tp")]
@@ -180,7 +180,7 @@ def worker(records: int, repeat: int, warmup: int) -> dict[str, Any]:
     ruled = [
         apply_rules(item, pipeline.rule_settings)
         for i, raw in enumerate(raws)
-        for item in pipeline.mapper.map(validate_event(raw, i), raw, i)
+        for item in pipeline.mapper.map(as_plain(validate_event(raw, i)), raw, i)
     ]
     n = len(raws)
     items_by_endpoint = Counter(item.endpoint.value for item in ruled)

@@ -51,6 +51,7 @@ __all__ = [
     "Problem",
     "ScreenEvent",
     "TrackEvent",
+    "as_plain",
     "decode_json",
     "events_of",
     "format_timestamp",
@@ -196,3 +197,24 @@ def validate_event(raw: object, index: int = 0) -> AnyEvent:
     except ValidationError as error:
         raise InvalidEvent(problems_from(error, index, raw)) from None
     return event
+
+
+# The event's own objects that a model holds as {} when absent (quick_validate sets them too).
+_BLOBS = frozenset({"properties", "traits"})
+
+
+def as_plain(event: BaseModel) -> dict[str, Any]:
+    """The validated event as the plain dict the mapping engine reads: what ``quick_validate``
+    makes of a plainly valid event. The fields the input gave (with the models' values: numbers
+    made text, timestamps as datetimes), its unknown fields as they came, ``properties`` /
+    ``traits`` defaulting to ``{}``, and a typed part (``context``) as plain data without its
+    absent fields (``model_dump(exclude_none=True)``). tests/support/inbound_check.py holds it
+    to the shortcut's dict."""
+    given = event.model_fields_set
+    plain: dict[str, Any] = {}
+    for name, value in event.__dict__.items():
+        if name in given or name in _BLOBS:
+            plain[name] = value.model_dump(exclude_none=True) if isinstance(value, BaseModel) else value
+    if event.__pydantic_extra__:
+        plain.update(event.__pydantic_extra__)
+    return plain

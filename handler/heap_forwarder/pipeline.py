@@ -101,11 +101,12 @@ class Pipeline:
         return _fold(prepared.decided, stream.results())
 
 
-def _validate(raw: Any, index: int) -> Any:
-    """The models' verdict, for an event the shortcut declined: imported (and built) on first use."""
-    from heap_forwarder.models import validate_event
+def _validate(raw: Any, index: int) -> dict[str, Any]:
+    """The models' verdict, for an event the shortcut declined: imported (and built) on first use.
+    The event comes back as the plain dict ``quick_validate`` makes: the one shape the engine reads."""
+    from heap_forwarder.models import as_plain, validate_event
 
-    return validate_event(raw, index)
+    return as_plain(validate_event(raw, index))
 
 
 def _fold(

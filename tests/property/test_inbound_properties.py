@@ -1,7 +1,9 @@
 """The hot path's shortcut (``quick_validate``) against the models, as a property (hypothesis):
 for realistic events with fields replaced, removed or added, what the shortcut vouches for the
-models accept alike (the check: ``tests/support/inbound_check.py``; the examples:
-``tests/unit/test_inbound.py``). 400 examples, 5,000 with ``HYPOTHESIS_PROFILE=long``.
+models accept alike, and the models' event made plain (``models.as_plain``, the one shape the
+mapping engine reads) is the shortcut's dict (the check: ``tests/support/inbound_check.py``;
+the examples: ``tests/unit/test_inbound.py``). 400 examples, 5,000 with
+``HYPOTHESIS_PROFILE=long``.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from heap_forwarder.heap.items import Endpoint, HeapItem
 from heap_forwarder.heap.rules import HeapRuleError, RuleSettings, apply_rules
 from heap_forwarder.mapping.engine import Mapper, MappingError
 from heap_forwarder.mapping.loader import build_playbook
-from heap_forwarder.models import InvalidEvent, InvalidJson, decode_json, validate_event
+from heap_forwarder.models import InvalidEvent, InvalidJson, as_plain, decode_json, validate_event
 from heap_forwarder.outcome import ErrorClass, Fate
 from heap_forwarder.pipeline import Pipeline
 from heap_forwarder_tools.emulator import _Rejected, _validate
@@ -186,7 +186,7 @@ def test_every_accepted_event_maps_to_items_heap_accepts(raw: dict[str, Any]) ->
     if event is None:
         return
     SEEN["accepted by the models"] += 1
-    items = only_typed(lambda: [apply_rules(i, DEFAULT_RULES) for i in MAPPER.map(event, raw)])
+    items = only_typed(lambda: [apply_rules(i, DEFAULT_RULES) for i in MAPPER.map(as_plain(event), raw)])
     if items is None:
         return
     SEEN["mapped and within Heap's rules"] += 1

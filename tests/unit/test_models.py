@@ -24,6 +24,7 @@ from heap_forwarder.models import (
     Problem,
     ScreenEvent,
     TrackEvent,
+    as_plain,
     decode_json,
     events_of,
     normalise_timestamp,
@@ -155,6 +156,50 @@ def test_unknown_context_fields_are_kept(raw_event: RawEvent) -> None:
     assert extra["sessionId"] == "f47ac10b-58cc-4372-a567-0e02b2c3d479"
     assert extra["heap"] == {"user_id": "8267308474930012"}
     assert extra["library"] == {"name": "analytics.js", "version": "next-1.70.0"}
+
+
+def test_as_plain_gives_the_engine_the_shortcuts_shape() -> None:
+    """What the mapping engine reads of an event the shortcut declined: the fields given (the
+    models' values), the extras as they came, the object defaulting to {}, context as plain data."""
+    custom = {"nested": None}
+    raw = {
+        "type": "track",
+        "event": "x",
+        "userId": 42,
+        "anonymousId": None,
+        "timestamp": 1_718_028_195,
+        "context": {"userAgent": None, "ip": "1.2.3.4", "page": {"a": None}, "sessionId": "s", "z": None},
+        "custom": custom,
+    }
+    plain = as_plain(validate_event(raw))
+    assert plain == {
+        "type": "track",
+        "event": "x",
+        "userId": "42",
+        "anonymousId": None,
+        "timestamp": datetime(2024, 6, 10, 14, 3, 15, tzinfo=UTC),
+        "context": {"ip": "1.2.3.4", "page": {"a": None}, "sessionId": "s"},
+        "properties": {},
+        "custom": custom,
+    }
+    assert plain["custom"] is custom  # extras as they came, as the shortcut's shallow copy has them
+    assert not any(isinstance(v, BaseModel) for v in plain.values())
+
+
+@pytest.mark.parametrize(
+    ("raw", "absent"),
+    [
+        ({"type": "identify", "userId": "u1"}, {"traits": {}}),
+        ({"type": "group", "groupId": "g1"}, {"traits": {}}),
+        ({"type": "page", "name": "Home"}, {"properties": {}}),
+        ({"type": "alias", "previousId": "old", "properties": 3}, {}),  # no such field: an extra
+        ({"type": "track", "event": "x", "context": None}, {"properties": {}}),
+    ],
+)
+def test_as_plain_keeps_what_was_given_and_the_default_objects(
+    raw: dict[str, Any], absent: dict[str, Any]
+) -> None:
+    assert as_plain(validate_event(raw)) == {**raw, **absent}
 
 
 def test_the_dump_round_trips_the_extras() -> None:

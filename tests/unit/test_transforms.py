@@ -17,7 +17,7 @@ from heap_forwarder.mapping.transforms import (
     flatten_object,
     snake_case,
 )
-from heap_forwarder.models import validate_event
+from heap_forwarder.models import as_plain, validate_event
 from heap_forwarder.outcome import ErrorClass
 from heap_forwarder.pipeline import Pipeline
 
@@ -388,7 +388,7 @@ def test_an_unconvertible_value_rejects_the_event_as_invalid(
 
 
 def test_the_engine_turns_a_transform_error_into_a_mapping_error(pipeline: Pipeline) -> None:
-    event = validate_event(_event(position="twelve"))
+    event = as_plain(validate_event(_event(position="twelve")))
     with pytest.raises(MappingError) as caught:
         pipeline.mapper.map(event)
     assert caught.value.error_class is ErrorClass.INVALID_EVENT

@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import BaseModel
-
 from heap_forwarder.heap.items import HeapItem
 from heap_forwarder.inbound import EVENT_TYPES
 from heap_forwarder.mapping.playbook import EventView, Playbook, RequestMapping, Row, bind_params, event_key
@@ -81,7 +79,8 @@ class Mapper:
         self.playbook = playbook
         self.request_fields: dict[str, Any] = {}
         for row in playbook.request_rows:
-            value = bind_params(row, values).evaluate(EventView(_NO_EVENT))
+            # Request-level rows read no event data (the compiler enforces it): an empty event.
+            value = bind_params(row, values).evaluate(EventView({}))
             if not _is_missing(value):
                 _assign(self.request_fields, row.key, value)
         self._item_rows = tuple(g._replace(row=bind_params(g.row, values)) for g in playbook.item_rows)
@@ -113,15 +112,12 @@ class Mapper:
         return self._events.get(event_key(event_type))
 
     def map(
-        self, event: BaseModel | dict[str, Any], raw: Mapping[str, Any] | None = None, index: int = 0
+        self, event: dict[str, Any], raw: Mapping[str, Any] | None = None, index: int = 0
     ) -> list[HeapItem]:
-        """``event``: a validated model, or the plain dict ``quick_validate`` vouched for."""
-        if event.__class__ is dict:
-            event_type = event.get("type", "")
-            event_name = event.get("event") if event_type == "track" else None
-        else:
-            event_type = getattr(event, "type", "")
-            event_name = getattr(event, "event", None) if event_type == "track" else None
+        """``event``: the plain dict ``quick_validate`` vouched for, or ``models.as_plain`` made
+        of the validated model (the same shape); ``raw``: the event as it came."""
+        event_type = event.get("type", "")
+        event_name = event.get("event") if event_type == "track" else None
         mappings = self._mapping_for(event_type, event_name)
         if mappings is None:
             what = f"track event {event_name!r}" if event_name else f"{event_type!r} events"
@@ -147,10 +143,6 @@ class Mapper:
                 except TransformError as error:
                     name = ".".join(key)
                     raise MappingError(ErrorClass.INVALID_EVENT, f"{name}: {error}", name) from None
-                if value.__class__ is not str and isinstance(value, BaseModel):
-                    # A typed part of a model (context) read whole: plain data, as the same
-                    # event has when quick validation vouched for it.
-                    value = value.model_dump(exclude_none=True)
                 if value is None or (value.__class__ is str and not value.strip()):
                     if row.required and not _has(body, key):
                         name = ".".join(key)
@@ -165,10 +157,3 @@ class Mapper:
                     _assign(body, key, value)
             items.append(HeapItem(mapping.endpoint, body, index))
         return items
-
-
-class _NoEvent(BaseModel):
-    """Request-level rows read no event data (the compiler enforces it)."""
-
-
-_NO_EVENT = _NoEvent()

@@ -128,27 +128,28 @@ _SEPARATORS = re.compile(r"[\s_\-.:/]+")
 
 
 class EventView:
-    """One event as the rows see it: the validated model (or the plain dict ``quick_validate``
-    made of it: same fields, same values), plus the raw dict for hashes and JMESPath."""
+    """One event as the rows see it: the plain dict ``quick_validate`` vouched for (or
+    ``models.as_plain`` made of the validated model: the same shape), plus the raw dict for
+    hashes and JMESPath."""
 
-    __slots__ = ("_plain", "model", "raw")
+    __slots__ = ("_plain", "event", "raw")
 
-    def __init__(self, model: BaseModel | dict[str, Any], raw: Mapping[str, Any] | None = None) -> None:
-        self.model = model
+    def __init__(self, event: dict[str, Any], raw: Mapping[str, Any] | None = None) -> None:
+        self.event = event
         self.raw = raw
         self._plain: dict[str, Any] | None = None
 
     def plain(self) -> dict[str, Any]:
-        """The normalised event as plain data (built lazily: only JMESPath rows need it)."""
+        """The normalised event as plain data (built lazily: only JMESPath rows need it): the
+        event as the models hold it, dumped the one way JMESPath rows see every event."""
         if self._plain is None:
-            model = self.model
-            if not isinstance(model, BaseModel):
-                # Only a plainly valid event is a dict here: the model accepts it, and dumps it
-                # the one way JMESPath rows see every event.
+            source = self.raw if self.raw is not None else self.event
+            if source:
                 from heap_forwarder.models import validate_event  # built on first use only
 
-                model = validate_event(self.raw if self.raw is not None else model)
-            self._plain = model.model_dump(mode="json", exclude_none=True)
+                self._plain = validate_event(source).model_dump(mode="json", exclude_none=True)
+            else:
+                self._plain = {}  # request-level rows: no event
         return self._plain
 
     def stable_hash(self) -> str:
@@ -168,41 +169,28 @@ class EventView:
 Reader = Callable[[EventView], Any]
 
 
-_ABSENT = object()
-
-
 def _step(node: Any, part: str) -> Any:
     if node.__class__ is dict:
         return node.get(part)
-    # A model keeps its fields in __dict__ and unknown fields in __pydantic_extra__: reading
-    # them there skips pydantic's slow __getattr__ for extras (context.sessionId).
-    fields = getattr(node, "__dict__", None)
-    if fields is not None:
-        value = fields.get(part, _ABSENT)
-        if value is not _ABSENT:
-            return value
-    extra = getattr(node, "__pydantic_extra__", None)
-    if extra is not None:
-        return extra.get(part)
     return node.get(part) if isinstance(node, dict) else getattr(node, part, None)
 
 
 def _lookup(path: tuple[str, ...]) -> Reader:
-    """A dotted path compiled to direct attribute / key lookups (no expression engine)."""
+    """A dotted path compiled to direct key (or attribute) lookups (no expression engine)."""
     if len(path) == 1:
         (only,) = path
-        return lambda view: _step(view.model, only)
+        return lambda view: _step(view.event, only)
     if len(path) == 2:
         first, second = path
 
         def read_two(view: EventView) -> Any:
-            node = _step(view.model, first)
+            node = _step(view.event, first)
             return None if node is None else _step(node, second)
 
         return read_two
 
     def read(view: EventView) -> Any:
-        node: Any = view.model
+        node: Any = view.event
         for part in path:
             if node is None:
                 return None
