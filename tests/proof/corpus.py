@@ -501,10 +501,17 @@ CORPUS: list[Hostile] = [
     Hostile(
         "timestamp-missing",
         event("tsnone", timestamp=None),
-        "invalid_event",
         "delivered",
-        field="timestamp",
-        note="the API fills timestamp from receivedAt, as Segment's API does; a queue record has no such",
+        "delivered",
+        note="one rule on both paths, Segment's: timestamp from receivedAt (API: the request's time;"
+        " SQS: the record's SentTimestamp)",
+    ),
+    Hostile(
+        "timestamp-from-original-timestamp",
+        event("tsorig", timestamp=None, originalTimestamp=GOOD_TIMESTAMP),
+        "delivered",
+        "delivered",
+        note="RudderStack's SDKs send originalTimestamp without timestamp; both paths derive it",
     ),
     # --- message ids (Heap's idempotency key)
     Hostile(
@@ -512,7 +519,8 @@ CORPUS: list[Hostile] = [
         event("midnone", messageId=None),
         "delivered",
         "delivered",
-        note="SQS: keyed by a hash of the event; API: a UUID assigned before the first attempt",
+        note="SQS: <record messageId>:<position>, the same on every receive; API: a UUID assigned"
+        " before the first attempt",
     ),
     Hostile("message-id-number", event("midnum", messageId=42), "delivered", "delivered"),
     Hostile(

@@ -2,6 +2,9 @@
 
 - Each record body is one event or ``{"batch": [...]}``; all events of the invocation are
   delivered together (bulk).
+- Once the caps let a record's events in, they are completed by the API's rule
+  (``completion.fill``), from what every receive of the record shows alike: ``receivedAt`` from
+  its ``SentTimestamp``, a missing ``messageId`` as ``<record messageId>:<position>``.
 - Permanent problems go to the DLQ per event, with the reason; the record is not failed.
 - A record with a retryable event is listed in ``batchItemFailures`` and its visibility
   timeout grows with its receive count, so a Heap outage is ridden out for hours. Its
@@ -23,6 +26,7 @@ from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from heap_forwarder.edge.completion import fill, received_at_of
 from heap_forwarder.edge.dlq import DeadLetterWriter
 from heap_forwarder.edge.observability import count, logger
 from heap_forwarder.edge.settle import SQS, Refusal, settle
@@ -93,7 +97,8 @@ def read_records(
 ) -> list[_Record]:
     """The records in the order Lambda gave them; once ``max_events`` events were read, the rest
     are left unread (``deferred``). The first record is always read, and so is every record on
-    its ``last_receive`` (or later); records with more receives are read first."""
+    its ``last_receive`` (or later); records with more receives are read first. The events of a
+    record the caps let in are completed (``_complete``), and only those."""
     records = [_record(raw) for raw in sqs_event.get("Records") or []]
     taken = 0
     for record in sorted(records, key=lambda r: -r.receive_count):
@@ -106,6 +111,7 @@ def read_records(
             record.events, record.deferred = [], True  # read, but it does not fit: next time
             continue
         taken += len(record.events)
+        _complete(record)
     return records
 
 
@@ -140,6 +146,22 @@ def _read(record: _Record) -> None:
         record.unreadable = rejected(ErrorClass.INVALID_JSON, str(error))
     except InvalidEvent as error:
         record.unreadable = rejected(ErrorClass.INVALID_EVENT, str(error))
+
+
+def _complete(record: _Record) -> None:
+    """The record's events completed by the rule the API applies (``completion.fill``), from
+    values every receive of the record shows alike, so a redelivery is the same event (and
+    Heap's idempotency key, which derives from ``messageId``, the same key)."""
+    if not record.events:
+        return
+    received_at = received_at_of(record.attributes.get("SentTimestamp"))
+    for position, event in enumerate(record.events):
+        if isinstance(event, dict):  # anything else is the pipeline's to refuse
+            fill(event, received_at, _position_id(record.message_id, position) if record.message_id else None)
+
+
+def _position_id(message_id: str, position: int) -> Callable[[], str]:
+    return lambda: f"{message_id}:{position}"
 
 
 class Consumer:

@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import os
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from api_support import (
 from heap_forwarder.edge import api_contract, api_request
 from heap_forwarder.edge.api_contract import MAX_EVENTS_PER_REQUEST
 from heap_forwarder.entry import api as entry
+from heap_forwarder.inbound import normalise_timestamp
 
 ROUTE_EVENTS = {
     "/v1/track": "product_viewed",
@@ -226,6 +228,36 @@ def test_parked_events_carry_the_type_the_route_implied(api: Api) -> None:
     ((parked,),) = [m["batch"] for m in api.parked()]
     assert parked["type"] == "page"
     assert "writeKey" not in parked
+
+
+def test_an_event_without_timestamp_gets_one_heap_timestamp_through_either_entry_point(api: Api) -> None:
+    """One completion rule: RudderStack's ``originalTimestamp`` without ``timestamp`` is the
+    event's time whether it was posted to the API or sent to the queue; with neither, the time
+    it was received (the API's request time, the queue's SentTimestamp)."""
+    unset = {"timestamp": None, "sentAt": None, "receivedAt": None}
+    original = raw("product_viewed", **unset)["originalTimestamp"]
+    sqs = api.sandbox.client("sqs")
+    main_url = api.sandbox.queue_url("MainQueue")
+    before = datetime.now(UTC) - timedelta(seconds=1)
+
+    # When the same event (its own messageId on each path) comes through both entry points
+    for via in ("api", "sqs"):
+        timed = raw("product_viewed", messageId=f"timed-{via}", **unset)
+        bare = raw("product_viewed", messageId=f"bare-{via}", originalTimestamp=None, **unset)
+        if via == "api":
+            answer = api.post("/v1/batch", {"batch": [timed, bare]})
+            assert answer.status == 200, answer.body
+        else:
+            sqs.send_message(QueueUrl=main_url, MessageBody=json.dumps({"batch": [timed, bare]}))
+            assert api.run_consumer() == 1
+
+    # Then Heap has the same timestamp for both, and a receive time for the bare ones
+    assert api.queue("DeadLetterQueue") == []
+    stored = {e["idempotency_key"]: e["timestamp"] for e in api.sandbox.emulator.tracked_events()}
+    assert stored["timed-api"] == stored["timed-sqs"] == normalise_timestamp(original)
+    after = datetime.now(UTC) + timedelta(seconds=1)
+    for via in ("api", "sqs"):
+        assert before <= datetime.fromisoformat(stored[f"bare-{via}"]) <= after, stored
 
 
 def test_an_event_without_message_id_keeps_one_idempotency_key_across_the_retry(api: Api) -> None:

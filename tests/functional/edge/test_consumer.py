@@ -10,7 +10,7 @@ import json
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -605,6 +605,55 @@ def test_a_configuration_fault_on_the_last_receive_still_parks_with_a_reason(
     assert letter.reason.startswith("retries exhausted: configuration fault: ")
     assert "ParameterNotFound" in letter.reason
     assert letter.attributes["SourceRecordId"] == ids(event)[0]
+
+
+# ---------------------------------------------------------------------------------- completion
+def test_events_are_completed_by_the_apis_rule_alike_on_every_receive(
+    aws, emulator, make_consumer, kit
+) -> None:
+    """An event without ``timestamp`` gets the record's SentTimestamp (``receivedAt``), one without
+    ``messageId`` gets ``<record messageId>:<position>``: the same on the redelivery, so Heap,
+    which stored the first attempt but never answered it, drops the second as a repeat."""
+    # Given a record holding an event with neither, and one with originalTimestamp alone
+    unset = {"timestamp": None, "originalTimestamp": None, "sentAt": None, "receivedAt": None}
+    bare = {k: v for k, v in kit.track(1, **unset).items() if k != "messageId"}
+    original = kit.track(2, **{**unset, "originalTimestamp": "2024-06-10T13:59:30.250Z"})
+    event = aws.lambda_event(kit.body(bare, original))
+    (record,) = event["Records"]
+    sent = datetime.fromtimestamp(int(record["attributes"]["SentTimestamp"]) / 1000, UTC)
+    sent_at = sent.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    # and Heap that stores the bulk request but drops the connection
+    emulator.drop_connections(1, after_store=True)
+
+    # When the record is received, then received again (same attributes, one more receive)
+    first = make_consumer(retry_budget_s=0).handle(event, 30.0)
+    second = make_consumer(retry_budget_s=0).handle(with_receive_count(event, 2), 30.0)
+
+    # Then it was retried once and then settled
+    assert failures(first) == ids(event)
+    assert second == {"batchItemFailures": []}
+    # and Heap holds each event once, with the same keys and timestamps both times
+    stored = {e["idempotency_key"]: e["timestamp"] for e in emulator.tracked_events()}
+    assert stored == {f"{record['messageId']}:0": sent_at, "msg-2": "2024-06-10T13:59:30.250Z"}
+    assert emulator.stats()["duplicates"] == 2
+    assert aws.dead_letters() == []
+
+
+def test_a_record_over_the_cap_is_one_letter_before_any_completion(
+    aws, emulator, make_consumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from heap_forwarder.edge import consumer as consumer_module
+
+    completed: list[Any] = []
+    monkeypatch.setattr(consumer_module, "fill", lambda event, *_: completed.append(event))
+    event = aws.lambda_event(json.dumps({"batch": [{}] * (MAX_EVENTS_PER_RECORD + 1)}))
+
+    assert make_consumer().handle(event, 30.0) == {"batchItemFailures": []}
+
+    (letter,) = aws.dead_letters()
+    assert letter.error_class == "too_large"
+    assert completed == []
+    assert emulator.stats()["requests_total"] == 0
 
 
 # ---------------------------------------------------------------------------------- reading records
