@@ -75,10 +75,8 @@ def classify(status: int, text: str) -> Answer:
 
 def refused(answer: Answer) -> Outcome:
     """The outcome of an item Heap refused when it was sent alone: its own answer is the reason."""
-    path = loggable_path(answer.text)
-    reason = f"HTTP {answer.status} from Heap" + (f" at {path}" if path else "")
     detail = f"HTTP {answer.status} from Heap: {snippet(answer.text, REJECTION_TEXT)}"
-    return rejected(ErrorClass.HEAP_REJECTED, reason, detail)
+    return rejected(ErrorClass.HEAP_REJECTED, status_cause(answer.status, answer.text), detail)
 
 
 def with_text(reason: str, text: str) -> tuple[str, str]:

@@ -30,8 +30,7 @@ class Isolator:
     def __init__(self, max_requests: int, settle: Settle) -> None:
         self.max_requests = max_requests
         self._settle = settle
-        self.requests = 0  # isolation requests sent so far
-        self.items_resent = 0
+        self.requests = 0  # isolation requests sent so far (the items re-sent: the observer's)
 
     def isolate(self, indices: list[int], refusal: Answer, bulk_key: str | None, send: Send) -> None:
         """Split a refused request until every refused item stands alone; deliver the rest now.
@@ -51,7 +50,6 @@ class Isolator:
                     self._settle(piece, retryable(ErrorClass.DEADLINE, f"isolation unfinished: {cause}"))
                     continue
                 self.requests += 1
-                self.items_resent += len(piece)
                 result = send(piece)
                 if result.kind is Kind.OK:
                     self._settle(piece, DELIVERED)

@@ -111,8 +111,7 @@ class Window:
                 if attempt == 0:
                     reason = f"deadline: no time left to send (a request may take {request_time:g}s)"
                     return give_up(ErrorClass.DEADLINE, reason)
-                reason = f"deadline reached before retrying; last: {last_cause}"
-                return give_up(ErrorClass.DEADLINE, reason, last_detail and f"{reason} ({last_detail})")
+                return _deadline_before_retry(last_cause, last_detail)
             if sender.limiter is not None:
                 wait_until = self.budget_end if start_by is None else min(start_by, self.budget_end)
                 if not sender.limiter.acquire(tokens, wait_until):
@@ -138,8 +137,7 @@ class Window:
                 wait = max(wait, retry_after)
             resume_at = sender.clock() + wait
             if start_by is not None and start_by < self.budget_end and resume_at > start_by:
-                reason = f"deadline reached before retrying; last: {last_cause}"
-                return give_up(ErrorClass.DEADLINE, reason, last_detail and f"{reason} ({last_detail})")
+                return _deadline_before_retry(last_cause, last_detail)
             if resume_at > self.budget_end:
                 return give_up(ErrorClass.TRANSIENT, last_cause, last_detail)
             logger.info("retrying %s in %.3fs after: %s", endpoint.value, wait, last_cause)
@@ -150,6 +148,11 @@ class Window:
         policy = self.sender.policy
         ceiling = min(policy.backoff_cap_s, policy.backoff_base_s * 2.0 ** min(attempt, 60))
         return self.sender.rng.uniform(0.0, ceiling)
+
+
+def _deadline_before_retry(last_cause: str, last_detail: str) -> Answer:
+    reason = f"deadline reached before retrying; last: {last_cause}"
+    return give_up(ErrorClass.DEADLINE, reason, last_detail and f"{reason} ({last_detail})")
 
 
 def _unexpected_success(response: Response) -> Answer:
