@@ -185,7 +185,6 @@ class Consumer:
         self.max_receive_count = max_receive_count
         self.rng = rng or random.Random()
         self.clock = clock
-        self.letters_until: float | None = None  # set per invocation by handle
         self.max_events_per_invocation = MAX_EVENTS_PER_INVOCATION
 
     def handle(
@@ -202,7 +201,7 @@ class Consumer:
         count("BatchSize", len(all_records))
         deferred = [r for r in all_records if r.deferred]
         records = [r for r in all_records if not r.deferred]
-        self.letters_until = (
+        letters_until = (
             None if remaining_seconds is None else started + remaining_seconds + letter_grace_seconds
         )
         try:
@@ -210,7 +209,8 @@ class Consumer:
         except Exception as error:  # SSM down, app ID missing, playbook unusable: retry all
             logger.error("configuration fault: every record will be retried", extra={"cause": str(error)})
             count("ConfigurationFaults", 1)
-            return self._merge(self._settle_unprocessed(records, f"configuration fault: {error}"), deferred)
+            unprocessed = self._settle_unprocessed(records, f"configuration fault: {error}", letters_until)
+            return self._merge(unprocessed, deferred)
 
         raws: list[Any] = []
         for record in records:
@@ -220,7 +220,7 @@ class Consumer:
         count("EventsReceived", len(raws) + sum(1 for r in records if r.unreadable))
         deadline = started + remaining_seconds if remaining_seconds is not None else None
         outcomes = pipeline.process(raws, deadline=deadline) if raws else []
-        return self._merge(self._settle(records, outcomes), deferred)
+        return self._merge(self._settle(records, outcomes, letters_until), deferred)
 
     def _merge(self, response: dict[str, Any], deferred: Sequence[_Record]) -> dict[str, Any]:
         """The records left unread go back to the queue as they are (their visibility timeout
@@ -230,7 +230,9 @@ class Consumer:
             response["batchItemFailures"].extend({"itemIdentifier": r.message_id} for r in deferred)
         return response
 
-    def _settle(self, records: Sequence[_Record], outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    def _settle(
+        self, records: Sequence[_Record], outcomes: Sequence[Outcome], letters_until: float | None
+    ) -> dict[str, Any]:
         refusals: list[Refusal] = []
         to_retry: dict[str, str] = {}
         delivered = retried = 0
@@ -259,7 +261,7 @@ class Consumer:
                 "Heap refused the configuration; records will be retried", extra={"events": config_faults}
             )
             count("ConfigurationFaults", 1)
-        written = settle(self.dead_letters, refusals, SQS, until=self._letters_until())
+        written = settle(self.dead_letters, refusals, SQS, until=self._letters_until(letters_until))
         for refusal, ok in zip(refusals, written, strict=True):
             if not ok:
                 # The DLQ refused it even after the writer's own retries: keep the record in the
@@ -270,21 +272,25 @@ class Consumer:
         count("EventsRetried", retried)
         return self._retry([r for r in records if r.message_id in to_retry], to_retry)
 
-    def _settle_unprocessed(self, records: Sequence[_Record], cause: str) -> dict[str, Any]:
+    def _settle_unprocessed(
+        self, records: Sequence[_Record], cause: str, letters_until: float | None
+    ) -> dict[str, Any]:
         """Records the pipeline never saw: retried, except on their last receive, where they go
         to the DLQ whole, with the cause, rather than be moved there by SQS without a reason."""
         exhausted = [r for r in records if r.receive_count >= self.max_receive_count]
         outcome = Outcome(Fate.REJECTED, ErrorClass.RETRIES_EXHAUSTED, f"retries exhausted: {cause}")
         refusals = [_refusal(r, r.body, outcome, WHOLE_RECORD) for r in exhausted]
-        written = settle(self.dead_letters, refusals, SQS, until=self._letters_until(), announce=False)
+        until = self._letters_until(letters_until)
+        written = settle(self.dead_letters, refusals, SQS, until=until, announce=False)
         parked = {r.message_id for r, ok in zip(exhausted, written, strict=True) if ok}
         retry = [r for r in records if r.message_id not in parked]
         return self._retry(retry, {r.message_id: cause for r in retry})
 
-    def _letters_until(self) -> float | None:
-        if self.letters_until is None:
+    def _letters_until(self, letters_until: float | None) -> float | None:
+        """Letters always get LETTER_MIN_SECONDS from when they are written, deadline or not."""
+        if letters_until is None:
             return None
-        return max(self.letters_until, self.clock() + LETTER_MIN_SECONDS)
+        return max(letters_until, self.clock() + LETTER_MIN_SECONDS)
 
     def _retry(self, records: Sequence[_Record], causes: Mapping[str, str]) -> dict[str, Any]:
         """List the records as failures and push their next delivery out (growing backoff)."""
@@ -297,13 +303,14 @@ class Consumer:
         return {"batchItemFailures": [{"itemIdentifier": r.message_id} for r in records]}
 
     def _back_off(self, records: Sequence[_Record]) -> None:
-        self._set_visibility(records, lambda r: self.backoff.visibility_timeout(r.receive_count, self.rng))
-
-    def _set_visibility(self, records: Sequence[_Record], seconds: Callable[[_Record], int]) -> None:
         if not self.queue_url or not records:
             return
         entries = [
-            {"Id": str(i), "ReceiptHandle": r.receipt_handle, "VisibilityTimeout": seconds(r)}
+            {
+                "Id": str(i),
+                "ReceiptHandle": r.receipt_handle,
+                "VisibilityTimeout": self.backoff.visibility_timeout(r.receive_count, self.rng),
+            }
             for i, r in enumerate(records)
         ]
         for start in range(0, len(entries), 10):
