@@ -83,8 +83,9 @@ NEEDED = (
 # What never runs in Lambda, by the names it had in the runtime package or might get again.
 TOOL_NAMES = {"emulator", "local", "cli", "redrive", "openapi", "demo", "sandbox", "poller"}
 # A tripwire, not a target: the runtime was 5,039 lines when the tools moved out (8,359
-# before). Raise it knowingly when the runtime grows; a jump means tool code is shipping again.
-MAX_ARTIFACT_LINES = 6_000
+# before), 6,115 with the playbook's property operations. Raise it knowingly when the runtime
+# grows; a jump means tool code is shipping again.
+MAX_ARTIFACT_LINES = 6_600
 
 # Run in a fresh interpreter whose sys.path starts at the artifact: imports every module the
 # artifact holds, then reports where each of our modules came from and which installed

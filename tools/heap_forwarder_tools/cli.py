@@ -18,8 +18,8 @@ from heap_forwarder.envelopes import (
     sqs_bodies,
 )
 from heap_forwarder.heap.items import HeapItem
-from heap_forwarder.mapping.engine import Mapper
-from heap_forwarder.mapping.loader import build_playbook
+from heap_forwarder.mapping.engine import Mapper, MissingParameter
+from heap_forwarder.mapping.loader import build_playbook, merged_document
 from heap_forwarder.mapping.playbook import PlaybookError
 from heap_forwarder.models import InvalidEvent, InvalidJson, decode_json, events_of
 
@@ -86,7 +86,17 @@ def cmd_preview(args: argparse.Namespace) -> int:
     except PlaybookError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    mapper = Mapper(playbook, {"MY_APP_ID": args.app_id or APP_ID_PLACEHOLDER, "MY_USER_ID": args.user_id})
+    try:
+        hash_key = _preview_hash_key(args.hash_key_file)
+    except OSError as error:
+        print(f"error: cannot read the hash key file: {error.strerror or error}", file=sys.stderr)
+        return 2
+    params = {"MY_APP_ID": args.app_id or APP_ID_PLACEHOLDER, "MY_USER_ID": args.user_id}
+    try:
+        mapper = Mapper(playbook, params, hash_key=hash_key)
+    except MissingParameter as error:
+        print(f"error: {error}; preview takes the key from --hash-key-file", file=sys.stderr)
+        return 2
     pipeline = Pipeline(mapper, deliverer=_NoDelivery())
     status = 0
     for path in args.files:
@@ -104,10 +114,14 @@ def cmd_preview(args: argparse.Namespace) -> int:
                 print(f"  rejected {label}: invalid_json: {raw.reason}")
                 status = 1
         prepared = pipeline.prepare([raw for _, raw in readable])
-        for (label, _), decided in zip(readable, prepared.decided, strict=True):
+        for (label, raw), decided in zip(readable, prepared.decided, strict=True):
             if decided is not None:
                 print(f"  rejected {label}: {decided.error_class}: {decided.reason}")
                 status = 1
+            elif args.explain:
+                from heap_forwarder_tools.explain import explain
+
+                print("\n".join(explain(mapper, raw, pipeline.rule_settings, label)))
         for path_, body in _requests(prepared.items, mapper.request_fields):
             print(f"POST {path_}")
             print(json.dumps(body, indent=2, ensure_ascii=False))
@@ -119,19 +133,34 @@ class _NoDelivery:
         raise RuntimeError("preview never delivers")
 
 
+def _preview_hash_key(path: Path | None) -> bytes | None:
+    """Preview never reads SSM: a playbook that hashes takes its key from a local file."""
+    if path is None:
+        return None
+    return path.read_bytes().strip()
+
+
 def cmd_mapping_check(args: argparse.Namespace) -> int:
     try:
+        document, source, _origins = merged_document(args.file)
         playbook = build_playbook(args.file)
     except PlaybookError as error:
         print(f"{error.source}: {len(error.problems)} problem(s)", file=sys.stderr)
         for problem in error.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 1
-    events = sorted(playbook.spec.events)
+    # The playbook in force: mappings an override removed are gone from this list.
+    events = sorted(name for name, mapping in playbook.spec.events.items() if mapping is not None)
     print(
         f"{playbook.source}: OK ({len(events)} event mappings: {', '.join(events)}; default: "
-        f"{'yes' if playbook.default else 'none'})"
+        f"{'yes' if playbook.default else 'none'}"
+        f"{'; hashes values: needs HASH_KEY_PARAMETER' if playbook.uses_hash else ''})"
     )
+    if args.print:
+        import yaml
+
+        print(f"# The merged playbook: {source}")
+        print(yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=110), end="")
     return 0
 
 
@@ -232,6 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--mapping", type=Path, help="a playbook override file (as MAPPING_FILE)")
     preview.add_argument("--app-id", help=f"the Heap app ID to show (default: {APP_ID_PLACEHOLDER})")
     preview.add_argument("--user-id", help="MY_USER_ID connection parameter, if your playbook uses it")
+    preview.add_argument(
+        "--explain", action="store_true", help="for each output key: the row or edit, and its file"
+    )
+    preview.add_argument(
+        "--hash-key-file",
+        type=Path,
+        help="a file holding the hash key, when the playbook hashes values (preview never reads SSM)",
+    )
     preview.set_defaults(run=cmd_preview)
 
     mapping = commands.add_parser("mapping", help="playbook tools").add_subparsers(
@@ -243,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "file", nargs="?", type=Path, help="playbook override file (default: the bundled playbook)"
     )
+    check.add_argument("--print", action="store_true", help="also print the merged playbook (YAML)")
     check.set_defaults(run=cmd_mapping_check)
 
     emulator = commands.add_parser("emulator", help="run the local Heap emulator")
