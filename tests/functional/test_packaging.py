@@ -260,7 +260,11 @@ print(json.dumps({"source": playbook.source, "items": [i.body for i in prepared.
 def _map_in_artifact(artifact: Path, cwd: Path, environment: dict[str, str]) -> dict[str, Any]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "AWS_", "POWERTOOLS_"))}
     environ.pop("MAPPING_FILE", None)
-    environ |= {"PYTHONPATH": str(artifact), "PYTHONDONTWRITEBYTECODE": "1", "AWS_DEFAULT_REGION": "us-east-1"}
+    environ |= {
+        "PYTHONPATH": str(artifact),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     environ |= environment
     event = json.loads((ROOT / "events" / "raw" / "custom_track.json").read_text("utf-8"))
     done = subprocess.run(
@@ -292,7 +296,9 @@ def test_the_function_loads_an_override_shipped_in_the_artifact_by_mapping_file(
     assert item["properties"]["video"] == "vid_blend_101"
 
 
-def test_a_shipped_override_is_not_loaded_unless_mapping_file_names_it(artifact: Path, tmp_path: Path) -> None:
+def test_a_shipped_override_is_not_loaded_unless_mapping_file_names_it(
+    artifact: Path, tmp_path: Path
+) -> None:
     result = _map_in_artifact(artifact, tmp_path, {})
 
     assert result["source"] == "default_playbook.yaml"
