@@ -345,6 +345,42 @@ def test_a_mapping_file_missing_here_is_a_clear_error(
     assert aws.value() == VIDEO_OVERRIDE
 
 
+def test_a_relative_mapping_file_is_relative_to_the_code(
+    aws: Aws, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Lambda runs the functions in /var/task: MappingFile=overrides/example.yaml works there too."""
+    aws.stack(MappingParameterName=PARAMETER, MappingFile="overrides/example.yaml")
+    status, out, err = run(
+        capsys, override(tmp_path, VIDEO_OVERRIDE), "--stack", STACK, "--template", ROOT / "template.yaml"
+    )
+    assert status == 0, err
+    assert str(ROOT / "handler" / "overrides" / "example.yaml") in out
+
+
+def test_a_mapping_file_that_sam_build_does_not_ship_is_warned_about(
+    aws: Aws, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The placement the issue found broken: a file under handler/ but outside overrides/."""
+    (tmp_path / "repo" / "handler").mkdir(parents=True)
+    (tmp_path / "repo" / "handler" / "prod.yaml").write_text("{}\n", "utf-8")
+    (tmp_path / "repo" / "template.yaml").write_text(
+        "Resources:\n  ConsumerFunction:\n    Properties: {CodeUri: handler/}\n", "utf-8"
+    )
+    aws.stack(MappingParameterName=PARAMETER, MappingFile="/var/task/prod.yaml")
+    text = override(tmp_path, VIDEO_OVERRIDE)
+
+    status, _, err = run(capsys, text, "--stack", STACK, "--template", tmp_path / "repo" / "template.yaml")
+
+    assert status == 0
+    assert "warning: sam build ships only handler/overrides/" in err
+
+    aws.cloudformation.delete_stack(StackName=STACK)
+    aws.stack("shipped", MappingParameterName=PARAMETER, MappingFile="/var/task/overrides/example.yaml")
+    status, _, err = run(capsys, text, "--stack", "shipped", "--template", ROOT / "template.yaml")
+    assert status == 0
+    assert "warning" not in err
+
+
 def test_a_mapping_file_outside_the_code_needs_a_local_copy(
     aws: Aws, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -34,6 +34,7 @@ STANDARD = "Standard"
 ADVANCED = "Advanced"
 # Where Lambda unpacks a function's code: a MappingFile under it is a file of the code folder.
 LAMBDA_CODE_ROOT = PurePosixPath("/var/task")
+SHIPPED_OVERRIDES = LAMBDA_CODE_ROOT / "overrides"  # handler/overrides/, as handler/Makefile ships it
 CODE_FUNCTION = "ConsumerFunction"  # the function whose CodeUri names the code folder
 DEFAULT_CODE_URI = "handler/"
 
@@ -107,8 +108,9 @@ def code_folder(template: Path) -> Path:
 
 
 def local_mapping_file(deployed: str, code: Path) -> Path:
-    """The repository file a deployed MappingFile was built from: /var/task/X is <code>/X."""
-    path = PurePosixPath(deployed)
+    """The repository file a deployed MappingFile was built from: /var/task/X is <code>/X (a
+    relative path too: Lambda runs the functions in /var/task)."""
+    path = LAMBDA_CODE_ROOT / deployed
     if not path.is_relative_to(LAMBDA_CODE_ROOT):
         raise PushError(
             f"the stack's MappingFile {deployed} is not in the function's code ({LAMBDA_CODE_ROOT}/): "
@@ -193,6 +195,12 @@ def push(
         say(f"note: stack {stack!r} has no MappingFile; checking against {mapping_file} as asked")
     elif deployed.mapping_file is not None:
         say(f"stack {stack!r}: MappingFile {deployed.mapping_file} (checked against {mapping_file})")
+        if not (LAMBDA_CODE_ROOT / deployed.mapping_file).is_relative_to(SHIPPED_OVERRIDES):
+            say(
+                f"warning: sam build ships only handler/overrides/ ({SHIPPED_OVERRIDES}/): unless "
+                f"{deployed.mapping_file} comes from a layer, the functions cannot read it and do "
+                "not start (the configuration-fault alarm), whatever the parameter holds"
+            )
 
     source = validate(text, mapping_file, name)
     size = len(text.encode("utf-8"))
