@@ -282,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--print", action="store_true", help="also print the merged playbook (YAML)")
     check.set_defaults(run=cmd_mapping_check)
+    from heap_forwarder_tools import push
+
+    push_parser = mapping.add_parser(
+        "push", help="check an override against a stack, then write it to the stack's mapping SSM parameter"
+    )
+    push.add_arguments(push_parser)
+    push_parser.set_defaults(run=push.run_push_command)
 
     emulator = commands.add_parser("emulator", help="run the local Heap emulator")
     emulator.add_argument("--host", default="127.0.0.1")
