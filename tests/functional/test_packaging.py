@@ -76,7 +76,6 @@ NEEDED = (
     "edge/runtime.py",
     "edge/api_contract.py",
     "edge/api_request.py",
-    "edge/completion.py",
     "edge/parking.py",
     "edge/settle.py",
 )

@@ -6,7 +6,7 @@ In order: the write key (HTTP Basic user name, constant-time compare) -> 401; th
 (base64 undone, gzip/deflate decompressed, size-bounded) -> 413 / 400; JSON -> 400; the events
 the route carries, at most 2,500 of them (counted before any per-event work) -> 413, each at
 most 32 KB -> 413; a ``type`` that contradicts the route -> 400; then each event is completed
-(``edge/completion.py``).
+(``inbound.py``: ``complete_event``).
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from heap_forwarder.edge.api_contract import (
     invalid_events,
     unavailable,
 )
-from heap_forwarder.edge.completion import complete_event, missing
 from heap_forwarder.edge.observability import count, logger
 from heap_forwarder.edge.parking import compact_json
 from heap_forwarder.envelopes import ROUTE_TYPES, BodyError, header, http_body_bytes
+from heap_forwarder.inbound import complete_event, missing
 from heap_forwarder.models import InvalidJson, Problem, decode_json
 
 

@@ -3,7 +3,7 @@
 - Each record body is one event or ``{"batch": [...]}``; all events of the invocation are
   delivered together (bulk).
 - Once the caps let a record's events in, they are completed by the API's rule
-  (``completion.fill``), from what every receive of the record shows alike: ``receivedAt`` from
+  (``inbound.fill``), from what every receive of the record shows alike: ``receivedAt`` from
   its ``SentTimestamp``, a missing ``messageId`` as ``<record messageId>:<position>``.
 - Permanent problems go to the DLQ per event, with the reason; the record is not failed.
 - A record with a retryable event is listed in ``batchItemFailures`` and its visibility
@@ -26,11 +26,10 @@ from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from heap_forwarder.edge.completion import fill, received_at_of
 from heap_forwarder.edge.dlq import DeadLetterWriter
 from heap_forwarder.edge.observability import count, logger
 from heap_forwarder.edge.settle import SQS, Refusal, settle
-from heap_forwarder.inbound import InvalidEvent, InvalidJson, decode_json, events_of
+from heap_forwarder.inbound import InvalidEvent, InvalidJson, decode_json, events_of, fill, received_at_of
 from heap_forwarder.outcome import ErrorClass, Fate, Outcome, rejected
 from heap_forwarder.pipeline import Pipeline
 
@@ -149,7 +148,7 @@ def _read(record: _Record) -> None:
 
 
 def _complete(record: _Record) -> None:
-    """The record's events completed by the rule the API applies (``completion.fill``), from
+    """The record's events completed by the rule the API applies (``inbound.fill``), from
     values every receive of the record shows alike, so a redelivery is the same event (and
     Heap's idempotency key, which derives from ``messageId``, the same key)."""
     if not record.events:

@@ -27,11 +27,11 @@ from heap_forwarder.edge.api_contract import (
     unavailable,
 )
 from heap_forwarder.edge.api_request import IngestRequest, open_request
-from heap_forwarder.edge.completion import now_iso
 from heap_forwarder.edge.dlq import DeadLetterWriter
 from heap_forwarder.edge.observability import count, logger
 from heap_forwarder.edge.parking import RetryQueue, compact_json
 from heap_forwarder.edge.settle import API, Refusal, settle
+from heap_forwarder.inbound import now_iso
 from heap_forwarder.outcome import ErrorClass, Fate, Outcome
 from heap_forwarder.pipeline import Pipeline
 
