@@ -26,9 +26,8 @@ from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from heap_forwarder.edge.dlq import DeadLetterWriter
+from heap_forwarder.edge.letters import SQS, DeadLetterWriter, Refusal, settle
 from heap_forwarder.edge.observability import count, logger
-from heap_forwarder.edge.settle import SQS, Refusal, settle
 from heap_forwarder.inbound import InvalidEvent, InvalidJson, decode_json, events_of, fill, received_at_of
 from heap_forwarder.outcome import ErrorClass, Fate, Outcome, rejected
 from heap_forwarder.pipeline import Pipeline

@@ -5,7 +5,7 @@ body, limits, Segment completion) -> the route's model validates the body -> ``I
 the pipeline prepares every event (validation, mapping, Heap rules); any problem refuses the
 whole request (400, nothing sent). Otherwise deliver within the deadline, then settle: retryable
 -> parked in the main queue (``edge/parking.py``) as ``{"batch": [...]}`` messages (202) for the
-SQS consumer; rejected by Heap -> DLQ through the shared settle step (``edge/settle.py``) and
+SQS consumer; rejected by Heap -> DLQ through the shared settle step (``edge/letters.py``) and
 listed in the 200/202 body; neither delivered, dead-lettered nor parked -> 503 (the client
 retries). docs/api.md has the contract.
 """
@@ -27,10 +27,9 @@ from heap_forwarder.edge.api_contract import (
     unavailable,
 )
 from heap_forwarder.edge.api_request import IngestRequest, open_request
-from heap_forwarder.edge.dlq import DeadLetterWriter
+from heap_forwarder.edge.letters import API, DeadLetterWriter, Refusal, settle
 from heap_forwarder.edge.observability import count, logger
 from heap_forwarder.edge.parking import RetryQueue, compact_json
-from heap_forwarder.edge.settle import API, Refusal, settle
 from heap_forwarder.inbound import now_iso
 from heap_forwarder.outcome import ErrorClass, Fate, Outcome
 from heap_forwarder.pipeline import Pipeline
