@@ -75,7 +75,6 @@ NEEDED = (
     "edge/letters.py",
     "edge/runtime.py",
     "edge/api_contract.py",
-    "edge/api_request.py",
     "edge/parking.py",
 )
 # What never runs in Lambda, by the names it had in the runtime package or might get again.

@@ -33,8 +33,7 @@ from heap_forwarder.edge.api_contract import (
     ApiError,
     ErrorCode,
 )
-from heap_forwarder.edge.api_request import basic_auth_user, route_of
-from heap_forwarder.edge.ingest import Ingest
+from heap_forwarder.edge.ingest import Ingest, basic_auth_user, route_of
 from heap_forwarder.edge.letters import DeadLetter
 from heap_forwarder.edge.parking import park_bodies, sqs_safe_json
 from heap_forwarder.heap.items import HeapItem
