@@ -79,6 +79,37 @@ class BackoffPolicy(NamedTuple):
         return int(min(43200, ceiling * rng.uniform(0.8, 1.0)))
 
 
+class Redelivery(NamedTuple):
+    """The queue's side of a retry (the API's is ``RetryQueue``, parking): a failed record's
+    next delivery pushed out by its visibility timeout, growing with its receives. Without a
+    queue URL nothing is changed: the queue's own visibility timeout brings the record back."""
+
+    sqs_client: Any
+    queue_url: str | None
+    backoff: BackoffPolicy
+    rng: random.Random
+
+    def back_off(self, records: Sequence[_Record]) -> None:
+        if not self.queue_url or not records:
+            return
+        entries = [
+            {
+                "Id": str(i),
+                "ReceiptHandle": r.receipt_handle,
+                "VisibilityTimeout": self.backoff.visibility_timeout(r.receive_count, self.rng),
+            }
+            for i, r in enumerate(records)
+        ]
+        for start in range(0, len(entries), 10):
+            try:
+                self.sqs_client.change_message_visibility_batch(
+                    QueueUrl=self.queue_url, Entries=entries[start : start + 10]
+                )
+            except (BotoCoreError, ClientError) as error:
+                # The queue's own visibility timeout still brings the records back: log, go on.
+                logger.warning("could not extend visibility timeouts", extra={"cause": type(error).__name__})
+
+
 def _first_seen(attributes: Mapping[str, Any]) -> str:
     stamp = attributes.get("ApproximateFirstReceiveTimestamp") or attributes.get("SentTimestamp")
     try:
@@ -176,12 +207,9 @@ class Consumer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pipeline_factory = pipeline_factory
-        self.sqs = sqs_client
-        self.queue_url = queue_url
+        self.redelivery = Redelivery(sqs_client, queue_url, backoff, rng or random.Random())
         self.dead_letters = dead_letters
-        self.backoff = backoff
         self.max_receive_count = max_receive_count
-        self.rng = rng or random.Random()
         self.clock = clock
         self.max_events_per_invocation = MAX_EVENTS_PER_INVOCATION
 
@@ -297,28 +325,8 @@ class Consumer:
                 "records left for retry",
                 extra={"records": len(records), "first_cause": next(iter(causes.values()))},
             )
-            self._back_off(records)
+            self.redelivery.back_off(records)
         return {"batchItemFailures": [{"itemIdentifier": r.message_id} for r in records]}
-
-    def _back_off(self, records: Sequence[_Record]) -> None:
-        if not self.queue_url or not records:
-            return
-        entries = [
-            {
-                "Id": str(i),
-                "ReceiptHandle": r.receipt_handle,
-                "VisibilityTimeout": self.backoff.visibility_timeout(r.receive_count, self.rng),
-            }
-            for i, r in enumerate(records)
-        ]
-        for start in range(0, len(entries), 10):
-            try:
-                self.sqs.change_message_visibility_batch(
-                    QueueUrl=self.queue_url, Entries=entries[start : start + 10]
-                )
-            except (BotoCoreError, ClientError) as error:
-                # The queue's own visibility timeout still brings the records back: log, go on.
-                logger.warning("could not extend visibility timeouts", extra={"cause": type(error).__name__})
 
 
 # The position part of the LetterId of a letter that holds a whole record (its body could not be
