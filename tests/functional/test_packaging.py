@@ -77,13 +77,10 @@ NEEDED = (
     "heap/rules.py",
     "edge/consumer.py",
     "edge/ingest.py",
-    "edge/dlq.py",
+    "edge/letters.py",
     "edge/runtime.py",
     "edge/api_contract.py",
-    "edge/api_request.py",
-    "edge/completion.py",
     "edge/parking.py",
-    "edge/settle.py",
 )
 # What never runs in Lambda, by the names it had in the runtime package or might get again.
 TOOL_NAMES = {"emulator", "local", "cli", "redrive", "openapi", "demo", "sandbox", "poller"}
