@@ -439,3 +439,68 @@ def test_two_global_rows_for_one_key_and_endpoint_are_refused() -> None:
     assert [(r.value, r.endpoints) for r in playbook.spec.global_.item if r.key == "x"] == [
         (2, ["track", "identify"])
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The tools: `mapping check` describes the playbook in force; `preview --explain` names sources
+
+
+def test_mapping_check_lists_the_playbook_in_force(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from heap_forwarder_tools.cli import main
+
+    override = tmp_path / "o.yaml"
+    override.write_text("events:\n  page: null\n")
+    assert main(["mapping", "check", str(override)]) == 0
+    out = capsys.readouterr().out
+    assert "12 event mappings" in out
+    assert " page," not in out and "page;" not in out
+    assert main(["mapping", "check", str(override), "--print"]) == 0
+    merged = yaml.safe_load(capsys.readouterr().out.split("\n", 1)[1].split("\n", 1)[1])
+    assert "page" not in merged["events"]
+    assert "screen" in merged["events"]
+
+
+def test_mapping_check_says_a_hashing_playbook_needs_its_key(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from heap_forwarder_tools.cli import main
+
+    override = tmp_path / "o.yaml"
+    override.write_text("global: {edit: {properties: {hash: [email]}}}\n")
+    assert main(["mapping", "check", str(override)]) == 0
+    assert "hashes values: needs HASH_KEY_PARAMETER" in capsys.readouterr().out
+
+
+def test_preview_explain_names_the_row_and_file_of_each_key(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from heap_forwarder_tools.cli import main
+
+    override = tmp_path / "o.yaml"
+    override.write_text(COUPON)
+    event = tmp_path / "e.json"
+    event.write_text(json.dumps(track("Coupon Applied", properties={"coupon_id": "S", "n": 1})))
+    assert main(["preview", "--explain", "--mapping", str(override), str(event)]) == 0
+    lines = {
+        line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("    ")
+    }
+    assert "global.item[0] (identity) <- anonymousId | userId [default_playbook.yaml]" in lines["identity"]
+    assert f"events.Coupon Applied.rows[0] (event) <- value 'coupon_applied' [{override}]" in lines["event"]
+    assert f"({override}): renamed from coupon_id" in lines["properties.coupon"]
+    assert "global.item[4] (properties) <- properties" in lines["properties.n"]
+    assert "removed (renamed)" in lines["properties.coupon_id"]
+
+
+def test_preview_of_a_hashing_playbook_without_a_key_says_what_to_pass(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from heap_forwarder_tools.cli import main
+
+    override = tmp_path / "o.yaml"
+    override.write_text("global: {edit: {properties: {hash: [email]}}}\n")
+    event = tmp_path / "e.json"
+    event.write_text("{}")
+    assert main(["preview", "--mapping", str(override), str(event)]) == 2
+    assert "--hash-key-file" in capsys.readouterr().err
