@@ -124,7 +124,7 @@ def cmd_mapping_check(args: argparse.Namespace) -> int:
         playbook = build_playbook(args.file)
     except PlaybookError as error:
         print(f"{error.source}: {len(error.problems)} problem(s)", file=sys.stderr)
-        for problem in error.problems:
+        for problem in error.details:
             print(f"  - {problem}", file=sys.stderr)
         return 1
     events = sorted(playbook.spec.events)
@@ -132,6 +132,8 @@ def cmd_mapping_check(args: argparse.Namespace) -> int:
         f"{playbook.source}: OK ({len(events)} event mappings: {', '.join(events)}; default: "
         f"{'yes' if playbook.default else 'none'})"
     )
+    for warning in playbook.warnings:
+        print(f"  warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -4,39 +4,42 @@ Overrides merge onto the default section by section and event by event: ``params
 ``rules`` key by key, ``global`` rows by output key (same key replaces, new keys are added),
 ``events`` by event name (matched ignoring case and separators; ``null`` removes a mapping),
 ``default`` as a whole.
+
+Documents are read keeping where each node was written (``source_map``), so that a problem in
+the merged playbook names the file, line and column of the node it is about, override or default.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from copy import deepcopy
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from heap_forwarder.inbound import EVENT_TYPES
 from heap_forwarder.mapping.playbook import (
     Playbook,
     PlaybookError,
+    PlaybookProblem,
     compile_playbook,
     event_key,
     validate_document,
 )
+from heap_forwarder.mapping.source_map import SourceMap, SyntaxProblem, parse, path_of_label
+from heap_forwarder.mapping.suggest import near_reserved
 
 DEFAULT_PLAYBOOK_NAME = "default_playbook.yaml"
 
 
 def parse_text(text: str, source: str) -> Any:
-    """YAML or JSON text (JSON is YAML, but JSON's own parser gives clearer errors for it)."""
-    import yaml  # imported when a playbook is read, not when a function starts
-
-    stripped = text.lstrip()
+    """YAML or JSON text (JSON is YAML, but JSON's own parser gives clearer errors for it), its
+    containers remembering where each entry was written."""
     try:
-        if stripped.startswith(("{", "[")):
-            return json.loads(text)
-        return yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise PlaybookError(source, [f"cannot parse: {error}"]) from None
+        return parse(text, source)
+    except SyntaxProblem as error:
+        raise PlaybookError(source, [PlaybookProblem("", f"cannot parse: {error}", (), error.location)]) from None
 
 
 def default_document() -> dict[str, Any]:
@@ -71,7 +74,7 @@ def merge(base: dict[str, Any], override: Any, source: str) -> dict[str, Any]:
     """Merge an override document onto ``base`` (a copy is returned; inputs are not changed)."""
     if not isinstance(override, dict):
         raise PlaybookError(
-            source, [f"an override is a mapping at the top level, not {type(override).__name__}"]
+            source, [f"an override is a mapping at the top level, not {'list' if isinstance(override, list) else type(override).__name__}"]
         )
     merged = deepcopy(base)
     for section, value in override.items():
@@ -103,15 +106,50 @@ def build_playbook(
     """The default playbook with the file's and then the SSM parameter's overrides merged on."""
     document = default_document()
     sources = [DEFAULT_PLAYBOOK_NAME]
+    parsed = [document]
     if file is not None:
-        document = merge(document, read_document(file), str(file))
+        parsed.append(read_document(file))
+        document = merge(document, parsed[-1], str(file))
         sources.append(str(file))
     if parameter_text is not None and parameter_text.strip():
         source = f"SSM parameter {parameter_name}"
-        document = merge(document, parse_text(parameter_text, source), source)
+        parsed.append(parse_text(parameter_text, source))
+        document = merge(document, parsed[-1], source)
         sources.append(source)
     source = " + ".join(sources)
-    return compile_playbook(validate_document(document, source), source)
+    plain, positions = SourceMap.of(document, parsed[::-1])
+    try:
+        playbook = compile_playbook(validate_document(plain, source), source)
+    except PlaybookError as error:
+        raise PlaybookError(error.source, [_located(p, plain, positions) for p in error.details]) from None
+    return replace(playbook, warnings=tuple(_warnings(playbook, plain, positions)))
+
+
+def _located(problem: PlaybookProblem, document: Any, positions: SourceMap) -> PlaybookProblem:
+    """The problem with its file, line and column: from its path, else from the label its text
+    starts with (``events.X.rows[2] (key): ...``, as the compiler words problems)."""
+    if problem.location is not None:
+        return problem
+    if problem.path:
+        return replace(problem, location=positions.locate(problem.path))
+    path, where, message = path_of_label(problem.text, document)
+    if not path:
+        return problem
+    return PlaybookProblem(where, message, path, positions.locate(path))
+
+
+def _warnings(playbook: Playbook, document: Any, positions: SourceMap) -> list[PlaybookProblem]:
+    """Mapping names a slip away from an event type (``pages``, ``identfy``): valid (a custom
+    track event by that name), but most likely meant to map that type."""
+    warnings = []
+    for name, reserved in near_reserved(playbook.spec.events, EVENT_TYPES, event_key):
+        path = ("events", name)
+        message = (
+            f"{name!r} is not the event type {reserved!r}: it maps track events named {name!r}"
+            f" (did you mean {reserved!r}?)"
+        )
+        warnings.append(PlaybookProblem(f"events.{name}", message, path, positions.locate(path)))
+    return warnings
 
 
 class PlaybookHolder:
