@@ -22,6 +22,7 @@ from heap_forwarder.mapping.engine import Mapper
 from heap_forwarder.mapping.loader import build_playbook
 from heap_forwarder.mapping.playbook import PlaybookError
 from heap_forwarder.models import InvalidEvent, InvalidJson, decode_json, events_of
+from heap_forwarder_tools.json_files import JsonFileError, read_json
 
 APP_ID_PLACEHOLDER = "<MY_APP_ID>"
 
@@ -91,9 +92,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
     status = 0
     for path in args.files:
         try:
-            document = json.loads(Path(path).read_text("utf-8"))
-        except (OSError, ValueError, RecursionError) as error:
-            print(f"== {path}\nerror: cannot read: {error}", file=sys.stderr)
+            document = read_json(Path(path))
+        except JsonFileError as error:
+            print(f"== {path}\nerror: {error}", file=sys.stderr)
             status = 1
             continue
         labelled = _events_in(document)
@@ -106,7 +107,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         prepared = pipeline.prepare([raw for _, raw in readable])
         for (label, _), decided in zip(readable, prepared.decided, strict=True):
             if decided is not None:
-                print(f"  rejected {label}: {decided.error_class}: {decided.reason}")
+                print(f"  rejected {label}: {decided.error_class}: {decided.full_reason}")
                 status = 1
         for path_, body in _requests(prepared.items, mapper.request_fields):
             print(f"POST {path_}")
@@ -155,7 +156,14 @@ def _env_overrides(path: Path | None, logical_id: str) -> dict[str, str]:
     """SAM's --env-vars file: {"FunctionLogicalId": {"VAR": "value"}, "Parameters": {...}}."""
     if path is None:
         return {}
-    document = json.loads(path.read_text("utf-8"))
+    from heap_forwarder_tools.local.invoke import InvokeError
+
+    try:
+        document = read_json(path)
+    except JsonFileError as error:
+        raise InvokeError(str(error)) from None
+    if not isinstance(document, dict):
+        raise InvokeError(f"{path}: --env-vars takes a JSON object, not {type(document).__name__}")
     merged = {**document.get("Parameters", {}), **document.get(logical_id, {})}
     return {str(k): str(v) for k, v in merged.items()}
 
