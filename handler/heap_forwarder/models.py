@@ -175,7 +175,13 @@ TIMESTAMPS_ACCEPTED = (
 )
 _TIME_FIELDS = frozenset({"timestamp", "originalTimestamp", "sentAt", "receivedAt"})
 _TIME_ERRORS = frozenset(
-    {"datetime_type", "datetime_parsing", "datetime_from_date_parsing", "datetime_object_invalid", "value_error"}
+    {
+        "datetime_type",
+        "datetime_parsing",
+        "datetime_from_date_parsing",
+        "datetime_object_invalid",
+        "value_error",
+    }
 )
 _SHOWN_CHARS = 60
 
@@ -184,7 +190,11 @@ def _timestamp_problem(index: int, field: str, detail: Any) -> Problem:
     """A bad timestamp: the log-safe message says why and what is accepted; the detail shows the
     value too (event data: it goes where the event goes, not to logs)."""
     why = str(detail["msg"])
-    for prefix in ("Input should be a valid datetime or date, ", "Input should be a valid datetime, ", "Value error, "):
+    for prefix in (
+        "Input should be a valid datetime or date, ",
+        "Input should be a valid datetime, ",
+        "Value error, ",
+    ):
         why = why.removeprefix(prefix)
     why = "" if why == "Input should be a valid datetime" else f" ({why})"
     shown = json.dumps(detail.get("input"), ensure_ascii=False, default=str)

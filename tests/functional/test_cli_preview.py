@@ -288,6 +288,7 @@ def test_preview_of_an_unreadable_file(capsys: pytest.CaptureFixture[str], tmp_p
     assert f"error: {absent}: cannot read: No such file or directory\n" in err
     # A file that was read but is not JSON says so, with where, not "cannot read".
     assert (
-        f"error: {broken}: not valid JSON: line 1 column 2 (Expecting property name enclosed in double quotes)\n"
+        f"error: {broken}: not valid JSON: line 1 column 2"
+        " (Expecting property name enclosed in double quotes)\n"
     ) in err
     assert [p for p, _ in requests_in(out)] == ["/api/track"]  # the readable file is still shown

@@ -292,7 +292,10 @@ def test_mapping_check_on_a_schema_error_exits_1(tmp_path: Path, capsys: pytest.
     assert main(["mapping", "check", str(path)]) == 1
     err = capsys.readouterr().err
     assert "2 problem(s)" in err
-    assert f"  - {path}:1:2: extras: unknown section; known: version, params, global, events, default, rules" in err
+    assert (
+        f"  - {path}:1:2: extras: unknown section; known: version, params, global, events, default, rules"
+        in err
+    )
     assert f"  - {path}:1:25: rules.arrays: Input should be 'join' or 'stringify'" in err
 
 

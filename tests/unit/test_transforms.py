@@ -258,7 +258,9 @@ def test_unknown_transform_names_list_the_known_ones(spec: str) -> None:
     )
 
 
-@pytest.mark.parametrize(("spec", "meant"), [("Lowercase", "lowercase"), ("to-string", "to_string"), ("trunc", "truncate")])
+@pytest.mark.parametrize(
+    ("spec", "meant"), [("Lowercase", "lowercase"), ("to-string", "to_string"), ("trunc", "truncate")]
+)
 def test_a_misspelt_transform_gets_a_did_you_mean(spec: str, meant: str) -> None:
     with pytest.raises(ValueError) as caught:
         build_transform(spec)

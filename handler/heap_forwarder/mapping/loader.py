@@ -39,7 +39,9 @@ def parse_text(text: str, source: str) -> Any:
     try:
         return parse(text, source)
     except SyntaxProblem as error:
-        raise PlaybookError(source, [PlaybookProblem("", f"cannot parse: {error}", (), error.location)]) from None
+        raise PlaybookError(
+            source, [PlaybookProblem("", f"cannot parse: {error}", (), error.location)]
+        ) from None
 
 
 def default_document() -> dict[str, Any]:
@@ -74,7 +76,11 @@ def merge(base: dict[str, Any], override: Any, source: str) -> dict[str, Any]:
     """Merge an override document onto ``base`` (a copy is returned; inputs are not changed)."""
     if not isinstance(override, dict):
         raise PlaybookError(
-            source, [f"an override is a mapping at the top level, not {'list' if isinstance(override, list) else type(override).__name__}"]
+            source,
+            [
+                "an override is a mapping at the top level, not "
+                + ("list" if isinstance(override, list) else type(override).__name__)
+            ],
         )
     merged = deepcopy(base)
     for section, value in override.items():

@@ -442,7 +442,9 @@ def validate_document(document: Any, source: str) -> PlaybookSpec:
     try:
         return PlaybookSpec.model_validate(document)
     except ValidationError as error:
-        raise PlaybookError(source, [_describe(e, document) for e in error.errors(include_url=False)]) from None
+        raise PlaybookError(
+            source, [_describe(e, document) for e in error.errors(include_url=False)]
+        ) from None
 
 
 def _describe(detail: Any, document: Any) -> PlaybookProblem:
@@ -465,9 +467,8 @@ def _document_path(loc: Sequence[str | int], document: Any) -> DocumentPath:
     path: list[str | int] = []
     node = document
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
+        in_list = isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node)
+        if in_list or (isinstance(node, dict) and part in node):
             node = node[part]
         elif isinstance(part, int) and isinstance(node, dict):
             continue  # the list of one a single request stands for

@@ -200,7 +200,9 @@ def _walk(
     if isinstance(node, list):
         items = []
         for index, value in enumerate(node):
-            where = node.entries[index] if isinstance(node, LocatedList) and index < len(node.entries) else None
+            where = (
+                node.entries[index] if isinstance(node, LocatedList) and index < len(node.entries) else None
+            )
             positions[(*path, index)] = where or _here(value)
             items.append(_walk(value, (*path, index), positions, sources))
         return items

@@ -1,4 +1,4 @@
-""""Did you mean" for a playbook: the closest known name to a misspelt one, and the names a
+""" "Did you mean" for a playbook: the closest known name to a misspelt one, and the names a
 schema model accepts at a document path (read from the model, so new fields count at once)."""
 
 from __future__ import annotations
