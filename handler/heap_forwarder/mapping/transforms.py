@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from heap_forwarder.inbound import normalise_timestamp
+from heap_forwarder.mapping.suggest import did_you_mean
 
 Transform = Callable[[Any], Any]
 
@@ -156,7 +157,7 @@ def build_transform(spec: str | dict[str, Any]) -> Transform:
             return _SIMPLE[spec]
         if spec == "join":
             return _join("||")
-        raise ValueError(f"unknown transform {spec!r}; known: {', '.join(TRANSFORM_NAMES)}")
+        raise ValueError(f"unknown transform {spec!r}{did_you_mean(spec, TRANSFORM_NAMES)}")
     if not isinstance(spec, dict) or len(spec) != 1:
         raise ValueError(f"a transform is a name or a one-key mapping like {{truncate: 255}}, got {spec!r}")
     ((name, argument),) = spec.items()
@@ -170,7 +171,7 @@ def build_transform(spec: str | dict[str, Any]) -> Transform:
         return _default(argument)
     if name in _SIMPLE:
         raise ValueError(f"transform {name!r} takes no argument")
-    raise ValueError(f"unknown transform {name!r}; known: {', '.join(TRANSFORM_NAMES)}")
+    raise ValueError(f"unknown transform {name!r}{did_you_mean(name, TRANSFORM_NAMES)}")
 
 
 TRANSFORM_NAMES = (*_SIMPLE, "truncate", "join", "default")
