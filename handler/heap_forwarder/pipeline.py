@@ -60,8 +60,9 @@ class Pipeline:
             )
             prepared.problems.extend(error.problems)
         except MappingError as error:
-            prepared.decided[index] = rejected(error.error_class, str(error))
-            prepared.problems.append(Problem(index, error.field, str(error)))
+            detail = error.detail if error.detail != str(error) else ""
+            prepared.decided[index] = rejected(error.error_class, str(error), detail)
+            prepared.problems.append(Problem(index, error.field, str(error), detail))
         except HeapRuleError as error:
             prepared.decided[index] = rejected(ErrorClass.HEAP_RULE, str(error))
             prepared.problems.append(Problem(index, error.field, str(error)))

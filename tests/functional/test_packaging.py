@@ -85,9 +85,10 @@ NEEDED = (
 # What never runs in Lambda, by the names it had in the runtime package or might get again.
 TOOL_NAMES = {"emulator", "local", "cli", "redrive", "openapi", "demo", "sandbox", "poller"}
 # A tripwire, not a target: the runtime was 5,039 lines when the tools moved out (8,359
-# before), 6,115 with the playbook's property operations. Raise it knowingly when the runtime
-# grows; a jump means tool code is shipping again.
-MAX_ARTIFACT_LINES = 6_600
+# before); 6,695 with the playbook's property operations, global rows, and its problems'
+# file:line:column and did-you-mean (mapping/edits.py, source_map.py, suggest.py). Raise it
+# knowingly when the runtime grows; a jump (the tools are ~3,000 lines) means they ship again.
+MAX_ARTIFACT_LINES = 7_400
 
 # Run in a fresh interpreter whose sys.path starts at the artifact: imports every module the
 # artifact holds, then reports where each of our modules came from and which installed
