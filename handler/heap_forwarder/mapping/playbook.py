@@ -571,6 +571,13 @@ class _Compiler:
         if any(not part for part in parts):
             self.problems.append(f"{label}: the target needs a dotted key like properties, got {target!r}")
             return None
+        if parts[0] in _TEXT_FIELDS:
+            # Heap takes these as text: an edit of one would never find an object to change.
+            self.problems.append(
+                f"{label}: {parts[0]} is a text field of Heap's, not an object: an edit names an "
+                "object such as properties"
+            )
+            return None
         empty = [name for name, value in (("rename to", spec.rename.values()),) if any(not v for v in value)]
         if empty:
             self.problems.append(f"{label}: rename needs a new name for every key")
@@ -666,6 +673,10 @@ class _Compiler:
         return Row(key, reader, tuple(transforms), spec.required, label, source, origin)
 
 
+# Heap's item and request fields that are text (or a time), never objects (heap/rules.py).
+_TEXT_FIELDS = frozenset(
+    ("app_id", "identity", "user_id", "account_id", "event", "timestamp", "session_id", "idempotency_key")
+)
 _TRAITS_HINT = "; identify's and group's traits reach Heap as the properties object: edit properties"
 
 
