@@ -98,7 +98,9 @@ class RowSpec(_Strict):
     transforms: list[str | dict[str, Any]] = Field(default_factory=list)
     required: bool = False
     endpoints: list[EndpointName] | None = Field(
-        None, description="Global item rows only: the endpoints the row applies to (default: all)."
+        None,
+        min_length=1,  # `[]` would read as "none" but apply everywhere: leave it out for all
+        description="Global item rows only: the endpoints the row applies to (default: all).",
     )
     description: str | None = None
 
@@ -126,7 +128,9 @@ class EditSpec(_Strict):
         default_factory=list, description="HMAC-SHA-256 these keys' values with the hash key."
     )
     endpoints: list[EndpointName] | None = Field(
-        None, description="Global edits only: the endpoints the edit applies to (default: all)."
+        None,
+        min_length=1,  # as for rows: `[]` is refused, not taken for every endpoint
+        description="Global edits only: the endpoints the edit applies to (default: all).",
     )
     description: str | None = None
 
