@@ -586,6 +586,16 @@ class _Compiler:
         if empty:
             self.problems.append(f"{label}: rename needs a new name for every key")
             return None
+        by_new: dict[str, list[str]] = {}
+        for old, new in spec.rename.items():
+            by_new.setdefault(new, []).append(old)
+        clashes = {new: olds for new, olds in by_new.items() if len(olds) > 1}
+        for new, olds in clashes.items():
+            self.problems.append(
+                f"{label}: rename moves {', '.join(olds)} to {new!r}: only one of their values could stay"
+            )
+        if clashes:
+            return None
         if not (spec.rename or spec.drop or spec.keep is not None or spec.set_ or spec.default or spec.hash):
             self.problems.append(f"{label}: no operation (rename, drop, keep, set, default, hash)")
             return None
