@@ -473,6 +473,13 @@ class _Compiler:
         return compiled
 
     def event(self, spec: EventSpec, label: str, origin: str | None) -> tuple[RequestMapping, ...]:
+        if not spec:
+            # `[]` maps nothing: a track event's fell back to `default` (no change), a type's
+            # events became unsupported. `null` says the second plainly.
+            self.problems.append(
+                f"{label}: an empty list has no request; null removes a mapping, a request maps the event"
+            )
+            return ()
         compiled = []
         for i, request in enumerate(spec):
             request_label = f"{label}[{i}]" if len(spec) > 1 else label
@@ -553,7 +560,14 @@ class _Compiler:
                 continue
             if own_edit := self.edit(target_text, edit_spec, edit_label, origin):
                 edits.append(own_edit)
-        when = _lookup(tuple(request.when.split("."))) if request.when else None
+        when = None
+        if request.when is not None:
+            parts = tuple(request.when.split("."))
+            if any(not part for part in parts):
+                self.problems.append(
+                    f"{label}: when needs a dotted path like context.heap.user_id, got {request.when!r}"
+                )
+            when = _lookup(parts)
         return RequestMapping(endpoint, when, tuple(steps), tuple(edits), label)
 
     def report_what_lands_nowhere(self) -> None:
@@ -595,6 +609,13 @@ class _Compiler:
                 f"{label}: rename moves {', '.join(olds)} to {new!r}: only one of their values could stay"
             )
         if clashes:
+            return None
+        nulls = [key for key, value in spec.default.items() if value is None]
+        if nulls:
+            self.problems.append(
+                f"{label}: default {', '.join(nulls)}: null puts nothing where nothing is (Heap stores "
+                "no nulls); give a value, or drop the key"
+            )
             return None
         if not (spec.rename or spec.drop or spec.keep is not None or spec.set_ or spec.default or spec.hash):
             self.problems.append(f"{label}: no operation (rename, drop, keep, set, default, hash)")
