@@ -145,9 +145,7 @@ def choose_tier(size: int, current_tier: str | None) -> str:
     return STANDARD
 
 
-def validate(
-    text: str, mapping_file: Path | None, parameter_name: str, *, has_hash_key: bool = True
-) -> str:
+def validate(text: str, mapping_file: Path | None, parameter_name: str, *, has_hash_key: bool = True) -> str:
     """Builds the playbook the functions would: default + MappingFile + this text; its source.
     Raises ``OverrideRefused`` listing every problem, and for a playbook that hashes when the
     functions have no hash key (they would retry every record as a configuration fault)."""
