@@ -156,6 +156,14 @@ def test_a_null_default_is_refused() -> None:
     assert "currency" in problem and "null" in problem
 
 
+def test_a_null_set_is_refused_pointing_at_drop() -> None:
+    [problem] = refusal("global:\n  edit:\n    properties: {set: {currency: null}}\n").problems
+    assert problem == (
+        "global.edit.properties: set currency: null (Heap stores no nulls); to remove a key, drop it: "
+        "{drop: [currency]}"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # An event mapping written as an empty list: a track event's silently fell back to `default`
 # (no change at all), while `page: []` made page events unsupported.
@@ -185,12 +193,29 @@ def test_a_when_that_is_not_a_dotted_path_is_refused(when: str) -> None:
 # property), but `hash: [email]` left them as they were: the address reached Heap in clear.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hash matches names case-sensitively while heap/rules.py treats any casing of "
-    "'email' as the e-mail; fix: match hash names (and patterns) ignoring case, or refuse/warn",
-)
 def test_hashing_email_covers_the_casings_heap_takes_as_the_email() -> None:
     [body] = bodies("global:\n  edit:\n    properties: {hash: [email]}\n", identify(Email="Ada@Example.com"))
     expected = hmac.new(KEY, b"Ada@Example.com", hashlib.sha256).hexdigest()
     assert body["properties"] == {"Email": expected}
+
+
+# ---------------------------------------------------------------------------------------------
+# A global edit merges by its target: an SSM override's `properties` edit replaces the file's.
+# Replacing one that hashes with one that does not would send the data in clear without a word.
+
+
+def test_an_override_that_would_stop_hashing_is_refused(tmp_path) -> None:
+    from heap_forwarder.mapping.loader import build_playbook
+    from heap_forwarder.mapping.playbook import PlaybookError
+
+    file = tmp_path / "prod.yaml"
+    file.write_text("global:\n  edit:\n    properties: {hash: [email, phone]}\n")
+    with pytest.raises(PlaybookError) as caught:
+        build_playbook(file, "global:\n  edit:\n    properties: {drop: [debug], hash: [EMAIL]}\n", "/hf/map")
+    assert caught.value.problems == [
+        f"global.edit.properties: replaces the edit of {file}, which hashes phone: this one would send "
+        f"them in clear; add them to its hash (to stop hashing them, change {file} itself)"
+    ]
+    # Restating what the file hashed is fine (names match ignoring case, as hash does).
+    text = "global:\n  edit:\n    properties: {hash: [Email, phone], drop: [debug]}\n"
+    assert build_playbook(file, text, "/hf/map").uses_hash

@@ -9,7 +9,8 @@ An edit names an object the rows produced (``properties``, or a deeper one such 
 3. ``keep``: remove every key that matches none of the names or patterns (an allow-list);
 4. ``set``: put a static value, replacing what is there;
 5. ``default``: put a static value only where the key is missing (or blank);
-6. ``hash``: replace values by HMAC-SHA-256 (hex) keyed by the deployment's hash key.
+6. ``hash``: replace values by HMAC-SHA-256 (hex) keyed by the deployment's hash key; its
+   names and patterns match ignoring case.
 
 The object is copied before it is changed: it may still be the event's own dict.
 """
@@ -35,13 +36,16 @@ class HashKeyMissing(ValueError):
     """A playbook that hashes values, run without a hash key: a configuration fault."""
 
 
-def _matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
-    names = frozenset(p for p in patterns if not _WILDCARDS & set(p))
+def _matcher(patterns: Iterable[str], *, ignore_case: bool = False) -> Callable[[str], bool]:
+    patterns = list(patterns)
+    fold = str.casefold if ignore_case else str
+    names = frozenset(fold(p) for p in patterns if not _WILDCARDS & set(p))
     globs = [p for p in patterns if _WILDCARDS & set(p)]
     if not globs:
-        return names.__contains__
-    regex = re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs))
-    return lambda key: key in names or regex.match(key) is not None
+        return lambda key: fold(key) in names
+    flags = re.IGNORECASE if ignore_case else 0
+    regex = re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs), flags)
+    return lambda key: fold(key) in names or regex.match(key) is not None
 
 
 def hash_value(value: Any, key: bytes) -> str:
@@ -80,7 +84,9 @@ def compile_edit(
     kept = _matcher(keep) if keep is not None else None
     sets = tuple(set_.items())
     defaults = tuple(default.items())
-    hashed = _matcher(hash_) if hash_ else None
+    # Hashing is for personal data: `email` also hashes `Email` and `EMAIL`, which Heap's rules
+    # take as the e-mail too. A name missed by its casing would reach Heap in clear.
+    hashed = _matcher(hash_, ignore_case=True) if hash_ else None
     prefix = ".".join(target) + "."
 
     def apply(body: dict[str, Any], hash_key: bytes | None, trace: dict[str, str] | None) -> None:

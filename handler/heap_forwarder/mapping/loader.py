@@ -158,6 +158,14 @@ def merge(base: dict[str, Any], override: Any, source: str, origins: Origins | N
                                 )
                             origins.edit.pop(target, None)
                         else:
+                            unhashed = _hashes_dropped(existing.get(target), edit)
+                            if unhashed:
+                                problems.append(
+                                    f"global.edit.{target}: replaces the edit of {origins.edit.get(target)}, "
+                                    f"which hashes {', '.join(unhashed)}: this one would send them in "
+                                    f"clear; add them to its hash (to stop hashing them, change "
+                                    f"{origins.edit.get(target)} itself)"
+                                )
                             existing[target] = deepcopy(edit)
                             origins.edit[target] = source
                 else:
@@ -188,6 +196,18 @@ def merge(base: dict[str, Any], override: Any, source: str, origins: Origins | N
     if problems:
         raise PlaybookError(source, problems)
     return merged
+
+
+def _hashes_dropped(replaced: Any, edit: Any) -> list[str]:
+    """The names a replaced edit hashed that the edit replacing it does not: personal data an
+    override would otherwise let through in clear without a word."""
+    if not isinstance(replaced, dict) or not isinstance(edit, dict):
+        return []
+    before, after = replaced.get("hash"), edit.get("hash")
+    if not isinstance(before, list):
+        return []
+    kept = {str(n).casefold() for n in after} if isinstance(after, list) else set()
+    return [str(n) for n in before if str(n).casefold() not in kept]
 
 
 def _fit(origins: list[str], rows: list[Any]) -> list[str]:

@@ -617,6 +617,13 @@ class _Compiler:
                 "no nulls); give a value, or drop the key"
             )
             return None
+        null_sets = [key for key, value in spec.set_.items() if value is None]
+        if null_sets:
+            self.problems.append(
+                f"{label}: set {', '.join(null_sets)}: null (Heap stores no nulls); to remove a key, "
+                f"drop it: {{drop: [{', '.join(null_sets)}]}}"
+            )
+            return None
         if not (spec.rename or spec.drop or spec.keep is not None or spec.set_ or spec.default or spec.hash):
             self.problems.append(f"{label}: no operation (rename, drop, keep, set, default, hash)")
             return None

@@ -296,11 +296,12 @@ def test_a_2xx_with_an_empty_or_json_body_is_a_delivery(body: str, emulator, mak
 
 
 def test_a_trickling_answer_is_cut_off_at_the_requests_time_limit(emulator, make_client, kit) -> None:
-    """Headers at once, then a byte a second: each read is quick, so only a limit on the whole
-    request ends it. Retried, then left for the queue: never counted as delivered."""
+    """Headers at once, then four bytes a second: each read is quick (a quarter of the 1 s read
+    timeout, so a loaded machine does not make it the read timeout that ends it), so only a limit
+    on the whole request ends it. Retried, then left for the queue: never counted as delivered."""
     import time
 
-    emulator.trickle_next(10, bytes_per_second=1, body="x" * 300)
+    emulator.trickle_next(10, bytes_per_second=4, body="x" * 300)
     client = make_client(connect_timeout_s=0.5, read_timeout_s=1.0, retry_budget_s=0)
     started = time.monotonic()
     outcomes = client.deliver(kit.tracks(2))
