@@ -452,7 +452,6 @@ class HeapEmulator:
         self._drops: deque[_DropPlan] = deque()
         self._trickles: deque[_TricklePlan] = deque()
         self._latency = 0.0
-        self._outage: _FailurePlan | None = None
         # Replaced whole, never changed in place: request threads read it without the lock.
         self._rejected_names: Mapping[str, str] = _NO_REFUSALS
         self._anonymous_refusals = False
@@ -574,21 +573,6 @@ class HeapEmulator:
             if count:
                 self._failures.append(_FailurePlan(count, status, retry_after, body))
 
-    def set_outage(self, status: int | None, *, retry_after: float | None = None) -> None:
-        """Answer every request with ``status`` (and ``Retry-After`` when given) until it is
-        called with None: an outage that lasts until switched off, where ``fail_next`` runs out."""
-        if status is not None and not 100 <= status <= 599:
-            raise ValueError("status must be an HTTP status code or None")
-        if retry_after is not None and retry_after < 0:
-            raise ValueError("retry_after must be >= 0")
-        with self._lock:
-            self._outage = None if status is None else _FailurePlan(1, status, retry_after, "")
-
-    def outage(self) -> int | None:
-        """The status every request is answered with, or None when there is no outage."""
-        with self._lock:
-            return None if self._outage is None else self._outage.status
-
     def set_latency(self, seconds: float) -> None:
         """Every request waits this long before it is answered (0 turns it off)."""
         if seconds < 0:
@@ -673,7 +657,7 @@ class HeapEmulator:
             return
         with self._lock:
             self._stats.bytes_received += len(body)
-            failure = _take(self._failures) or self._outage
+            failure = _take(self._failures)
             drop = None if failure else _take(self._drops)
             trickle = None if failure or drop else _take(self._trickles)
             latency = self._latency
@@ -843,7 +827,6 @@ class HeapEmulator:
             raise TypeError("expected a JSON object")
         unknown = set(faults) - {
             "fail_next",
-            "outage",
             "latency",
             "drop_connections",
             "trickle",
@@ -860,13 +843,6 @@ class HeapEmulator:
                 retry_after=None if fail.get("retry_after") is None else float(fail["retry_after"]),
                 body=str(fail.get("body", "")),
             )
-        if "outage" in faults:
-            outage = faults["outage"]
-            if outage is None or outage is False:
-                self.set_outage(None)
-            else:
-                retry = outage.get("retry_after")
-                self.set_outage(int(outage["status"]), retry_after=None if retry is None else float(retry))
         if (latency := faults.get("latency")) is not None:
             self.set_latency(float(latency))
         if (drop := faults.get("drop_connections")) is not None:
