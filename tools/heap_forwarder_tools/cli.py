@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from heap_forwarder.mapping.loader import build_playbook
 from heap_forwarder.mapping.playbook import PlaybookError
