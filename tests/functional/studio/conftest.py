@@ -15,8 +15,10 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[StudioStack]:
-    with StudioStack(ROOT / "template.yaml", time_scale=20) as running:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StudioStack]:
+    with StudioStack(
+        ROOT / "template.yaml", time_scale=20, log_path=tmp_path_factory.mktemp("studio") / "logs.jsonl"
+    ) as running:
         yield running
 
 
@@ -30,5 +32,7 @@ def studio_server(stack: StudioStack) -> Iterator[StudioServer]:
 def studio(studio_server: StudioServer) -> Iterator[StudioServer]:
     """The server with Heap healthy and empty, and the faults off, for each test."""
     studio_server.studio.set_faults({"outage": False, "latency": 0, "reject_event_names": []})
-    studio_server.studio.stack.sandbox.emulator.reset()  # type: ignore[union-attr]
+    stack = studio_server.studio.stack
+    assert stack is not None
+    stack.sandbox.emulator.reset()
     yield studio_server

@@ -3,8 +3,9 @@
 Where a problem says it is, in order: a position the error carries itself (a ``details`` entry
 with a ``location`` of ``line`` and ``column``), a ``line N, column M`` in the parser's message,
 else the path it names (``events.page.rows[2] (key): ...``) looked up in the override's YAML
-nodes. A problem whose place is not in the override (a row of the default playbook, say) has no
-line and is listed above the editor.
+nodes, as deep as the override holds it (a missing key is placed at the mapping that lacks it).
+A problem whose section is not in the override (about the default playbook) has no line and is
+listed under the editor only.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ def _carried_position(entry: Any, override_source: str) -> tuple[int | None, int
 def _parser_position(text: str) -> tuple[int | None, int | None]:
     if not text.startswith("cannot parse"):
         return None, None
-    found = _PARSER_POSITION.search(text)
-    return (int(found.group(1)), int(found.group(2))) if found else (None, None)
+    # YAML names the construct it was in, then where it stopped: the last position is the problem.
+    found = _PARSER_POSITION.findall(text)
+    return (int(found[-1][0]), int(found[-1][1])) if found else (None, None)
 
 
 def _path_in(text: str) -> tuple[str | int, ...]:

@@ -27,7 +27,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from heap_forwarder.mapping.playbook import PlaybookError
-from heap_forwarder_tools.local.sandbox import queue_counts
 from heap_forwarder_tools.preview import Previewer, Unreadable, events_in
 from heap_forwarder_tools.studio.problems import locate_problems
 from heap_forwarder_tools.studio.stack import StudioStack
@@ -154,8 +153,8 @@ class Studio:
 
     def traffic(self) -> dict[str, Any]:
         stack = self._running()
-        sqs = stack.sandbox.client("sqs")
-        visible, in_flight = queue_counts(sqs, stack.sandbox.queue_url("MainQueue"))
+        stack.resolve()
+        visible, in_flight = stack.local.queue_depths()["main"]
         letters = []
         for letter in stack.dead_letters():
             try:
@@ -175,6 +174,9 @@ class Studio:
         state = stack.heap_state()
         return {
             "traffic": stack.traffic.entries(),
+            "stack_log": [
+                {"at": t.at, "source": t.source, "summary": t.summary} for t in stack.local.traffic()[-12:]
+            ],
             "dead_letters": letters,
             "main_queue": {"waiting": visible, "in_flight": in_flight},
             "heap": {
@@ -366,20 +368,17 @@ class StudioServer:
 
 def serve(root: Path, template: Path, port: int, time_scale: float) -> None:
     """Run the studio until SIGINT/SIGTERM."""
-    from heap_forwarder_tools.local.server import _until_signalled, _wait
+    from heap_forwarder_tools.local.server import until_signalled, wait_until_set
 
     log_path = root / ".studio-logs.jsonl"
     with (
-        _until_signalled() as stop,
-        log_path.open("w") as log,
-        StudioStack(template, time_scale=time_scale, log_stream=log) as stack,
+        until_signalled() as stop,
+        StudioStack(template, time_scale=time_scale, log_path=log_path) as stack,
         StudioServer(Studio(root, stack), port) as server,
     ):
-        print(f"Event tester (studio): {server.url}", flush=True)
-        print(f"  local API {stack.api.url}, Heap emulator {stack.sandbox.emulator.url}", flush=True)
-        print(
-            f"  timings {time_scale:g} times faster than the template's; function logs: {log_path}",
-            flush=True,
-        )
-        print("  Press Ctrl+C to stop.", flush=True)
-        _wait(stop)
+        say = print
+        say(f"Event tester (studio): {server.url}", flush=True)
+        say(f"  local API {stack.local.api_url}, Heap emulator {stack.local.emulator_url}", flush=True)
+        say(f"  timings {time_scale:g}x faster than the template's; function logs: {log_path}", flush=True)
+        say("  Press Ctrl+C to stop.", flush=True)
+        wait_until_set(stop)

@@ -1,41 +1,43 @@
-"""The local stack the studio drives, and what it records of the traffic through it.
+"""The local stack the studio drives, and what it records of each event through it.
 
-The sandbox (moto's SQS and SSM in-process, fake credentials, the Heap emulator on 127.0.0.1),
-the API function behind the local HTTP server, and the SQS consumer fed from the main queue by
-the local event source mapping, so that an event the API parked is delivered once Heap recovers.
-Nothing here can reach real AWS: moto intercepts every boto3 call in the process.
+The stack is ``local.stack.LocalStack`` (``heap-forwarder serve``'s): moto's server on
+127.0.0.1 with fake credentials, the Heap emulator, the API function behind the local HTTP
+server, and the consumer function in its own process polling the main queue, so that an event
+the API parked is delivered once Heap recovers. Nothing here can reach real AWS or Heap.
 
-Timings are the template's divided by ``time_scale`` (the API's retry budget, the consumer's
+The studio adds two things: both functions read the playbook override the page edits from an
+SSM parameter (``MAPPING_PARAMETER``, as a deployed stack is changed without a redeploy), read
+afresh on every invocation; and a per-event log, following each event by its ``messageId``.
+
+Timings are the template's divided by ``time_scale`` (the retry budgets, the consumer's
 backoff), so that retries and parking happen while you watch.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import logging
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from heap_forwarder_tools.local.invoke import LocalContext, load_handler
-from heap_forwarder_tools.local.poller import EventSourceMapping
-from heap_forwarder_tools.local.sandbox import DeadLetterView, Sandbox, environment
-from heap_forwarder_tools.local.server import LocalApiServer, api_routes
+from heap_forwarder_tools.emulator import HeapEmulator
+from heap_forwarder_tools.local.sandbox import LOCAL_APP_ID, DeadLetterView, Sandbox
+from heap_forwarder_tools.local.stack import LocalStack, Traffic
 from heap_forwarder_tools.local.template import FunctionSpec
 
 MAPPING_PARAMETER = "/heap-forwarder/studio/mapping"
 NO_OVERRIDE = "{}"  # SSM refuses an empty value; an empty mapping merges nothing
 DEFAULT_TIME_SCALE = 10.0
 MAX_TRAFFIC = 50
-POLL_SECONDS = 0.25
+WAITING = ("sent", "parked", "retrying")
 
 
 @dataclass
@@ -115,174 +117,111 @@ def _letter_message_id(letter: DeadLetterView) -> str:
     return str(body.get("messageId", "")) if isinstance(body, dict) else ""
 
 
+@dataclass
+class _StudioSandbox(Sandbox):
+    """The stack's sandbox with the studio's settings on top of both functions' template
+    environment: the override parameter, read without a cache."""
+
+    studio_environment: dict[str, str] = field(default_factory=dict)
+
+    def function(
+        self,
+        logical_id: str,
+        overrides: Mapping[str, str] | None = None,
+        *,
+        parameters: Mapping[str, str] | None = None,
+    ) -> FunctionSpec:
+        return super().function(
+            logical_id, {**self.studio_environment, **(overrides or {})}, parameters=parameters
+        )
+
+
 class StudioStack:
     def __init__(
         self,
         template: Path = Path("template.yaml"),
         *,
         time_scale: float = DEFAULT_TIME_SCALE,
-        log_stream: TextIO | None = None,
+        log_path: Path | None = None,
     ) -> None:
         if not time_scale > 0:
             raise ValueError("time_scale must be positive")
-        self.template = template
         self.time_scale = time_scale
         self.traffic = TrafficLog()
-        self._log_stream = log_stream
-        self._stack = contextlib.ExitStack()
-        self._stop = threading.Event()
-        self._consumer_thread: threading.Thread | None = None
         self._override = NO_OVERRIDE
-        self.sandbox: Sandbox
-        self.api: LocalApiServer
+        self._resolving = threading.Lock()
+        self.local = LocalStack(
+            template, time_scale=time_scale, log_path=log_path, on_traffic=self._on_traffic
+        )
+        # LocalStack builds a plain sandbox; the studio's adds the override parameter to both
+        # functions (MappingParameterName, as a stack deployed with one) and reads it uncached.
+        self.local.sandbox = _StudioSandbox(
+            template_path=template,
+            aws_server=True,
+            time_scale=time_scale,
+            emulator=HeapEmulator(app_ids=(LOCAL_APP_ID,)),
+            parameters={"MappingParameterName": MAPPING_PARAMETER},
+            studio_environment={"POWERTOOLS_PARAMETERS_MAX_AGE": "0"},
+        )
+
+    @property
+    def sandbox(self) -> Sandbox:
+        return self.local.sandbox
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> StudioStack:
+        self.local.start()
         try:
-            self._start()
+            self._put_override(NO_OVERRIDE)
         except BaseException:
-            self._stack.close()
+            self.local.stop()
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._consumer_thread is not None:
-            self._consumer_thread.join(timeout=10)
-        self._stack.close()
+        self.local.stop()
 
-    def _start(self) -> None:
-        self.sandbox = self._stack.enter_context(
-            Sandbox(template_path=self.template, parameters={"MappingParameterName": MAPPING_PARAMETER})
-        )
-        self.sandbox.client("ssm").put_parameter(
-            Name=MAPPING_PARAMETER, Value=NO_OVERRIDE, Type="String", Overwrite=True
-        )
-        self._quiet_logs()
-        common = {
-            # SSM read on every invocation (no cache): an override applies at once, not after
-            # the deployed 5 minutes.
-            "POWERTOOLS_PARAMETERS_MAX_AGE": "0",
-            "POWERTOOLS_METRICS_DISABLED": "true",
-        }
-        api_spec = self.sandbox.function(
-            "ApiFunction",
-            {**common, "RETRY_BUDGET_SECONDS": self._scaled("ApiFunction", "RETRY_BUDGET_SECONDS")},
-        )
-        consumer_spec = self.sandbox.function(
-            "ConsumerFunction",
-            {
-                **common,
-                "RETRY_BUDGET_SECONDS": self._scaled("ConsumerFunction", "RETRY_BUDGET_SECONDS"),
-                "BACKOFF_BASE_SECONDS": self._scaled("ConsumerFunction", "BACKOFF_BASE_SECONDS"),
-                "BACKOFF_CAP_SECONDS": self._scaled("ConsumerFunction", "BACKOFF_CAP_SECONDS"),
-            },
-        )
-        consume = self._warm_consumer(consumer_spec)
-        self.api = self._stack.enter_context(
-            LocalApiServer(api_spec, routes=api_routes(self.sandbox.template))
-        )
-        self.write_key = self.sandbox.write_key if api_spec.environment.get("WRITE_KEY_PARAMETER") else None
-        mapping = EventSourceMapping(
-            self.sandbox.client("sqs"), self.sandbox.queue_url("MainQueue"), self._observed(consume)
-        )
-        self._consumer_thread = threading.Thread(
-            target=self._consume, args=(mapping,), name="studio-consumer", daemon=True
-        )
-        self._consumer_thread.start()
+    # ------------------------------------------------------------------ following each event
+    def _on_traffic(self, entry: Traffic) -> None:
+        if entry.source == "consumer":
+            self.resolve(entry.detail)
 
-    def _scaled(self, logical_id: str, variable: str) -> str:
-        template_value = float(self.sandbox.function(logical_id).environment[variable])
-        return f"{template_value / self.time_scale:g}"
-
-    def _quiet_logs(self) -> None:
-        """The functions' JSON logs go to ``log_stream`` (or nowhere), not over the terminal."""
-        from heap_forwarder.edge.observability import logger
-
-        handler = logger.registered_handler
-        if isinstance(handler, logging.StreamHandler):
-            previous = handler.setStream(self._log_stream or _Discard())
-            self._stack.callback(handler.setStream, previous)
-
-    def _warm_consumer(self, spec: FunctionSpec) -> Any:
-        """The consumer's handler, its warm state built now under its own environment (the
-        API's environment holds the process's for as long as the server runs)."""
-        with environment(spec.environment):
-            handler, module = load_handler(spec)
-            reset = getattr(module, "reset", None)
-            if callable(reset):
-                reset()
-                self._stack.callback(reset)
-            module.consumer()
-
-        def consume(event: dict[str, Any]) -> dict[str, Any]:
-            context = LocalContext(spec.logical_id, spec.memory_mb, spec.timeout)
-            response: dict[str, Any] = handler(event, context)
-            return response
-
-        return consume
-
-    def _consume(self, mapping: EventSourceMapping) -> None:
-        while not self._stop.is_set():
-            try:
-                result = mapping.poll_once()
-            except Exception as error:  # the loop must outlive one bad poll, as Lambda's does
-                logging.getLogger(__name__).warning("consumer poll failed: %s", error)
-                result = None
-            if result is None or not result.received:
-                self._stop.wait(POLL_SECONDS)
-
-    def _observed(self, consume: Any) -> Any:
-        """The consumer's handler, with each record's events noted in the traffic log."""
-        from heap_forwarder.models import events_of
-
-        def handle(event: dict[str, Any]) -> dict[str, Any]:
-            records = event.get("Records", [])
-            response = consume(event)
-            failed = {f["itemIdentifier"] for f in (response or {}).get("batchItemFailures", [])}
+    def resolve(self, report: dict[str, Any] | None = None) -> None:
+        """Settle the events still waiting (sent to the queue, parked, retrying) from what the
+        stack shows: a dead letter holding the event; a track event Heap stored under its key;
+        an empty main queue (nothing left to deliver, nothing in the DLQ: it was delivered); or
+        else, after a consumer invocation that handed records back, retrying."""
+        waiting = [e for e in self.traffic.entries() if e["status"] in WAITING]
+        if not waiting:
+            return
+        with self._resolving:
             letters = {_letter_message_id(letter): letter for letter in self.dead_letters()}
-            for record in records:
-                try:
-                    events = events_of(json.loads(record["body"]))[0]
-                except Exception:
-                    events = [None]
-                receives = int(record.get("attributes", {}).get("ApproximateReceiveCount", "1"))
-                for position, raw in enumerate(events):
-                    message_id = (raw or {}).get("messageId") if isinstance(raw, dict) else None
-                    message_id = str(message_id or f"{record['messageId']}:{position}")
-                    name, via = event_name(raw), "queue"
-                    if record["messageId"] in failed:
-                        self.traffic.note(
-                            message_id,
-                            "retrying",
-                            f"not delivered on receive {receives}; back in the main queue until its "
-                            "visibility timeout passes",
-                            name=name,
-                            via=via,
-                            receives=receives,
-                        )
-                    elif message_id in letters:
-                        attributes = letters[message_id].attributes
-                        self.traffic.note(
-                            message_id,
-                            "dead-lettered",
-                            f"{attributes.get('ErrorClass', '?')}: {attributes.get('Reason', '')}",
-                            name=name,
-                            via=via,
-                            receives=receives,
-                        )
-                    else:
-                        self.traffic.note(
-                            message_id,
-                            "delivered",
-                            f"by the consumer, receive {receives}",
-                            name=name,
-                            via=via,
-                            receives=receives,
-                        )
-            return dict(response or {})
-
-        return handle
+            stored = {str(e.get("idempotency_key")) for e in self.sandbox.emulator.tracked_events()}
+            visible, in_flight = self.local.queue_depths()["main"]
+            failed = set((report or {}).get("failed") or [])
+            receives = [
+                int(r.get("receiveCount", 1))
+                for r in (report or {}).get("records") or []
+                if r.get("messageId") in failed
+            ]
+            for entry in waiting:
+                message_id = entry["message_id"]
+                if message_id in letters:
+                    attributes = letters[message_id].attributes
+                    reason = f"{attributes.get('ErrorClass', '?')}: {attributes.get('Reason', '')}"
+                    self.traffic.note(message_id, "dead-lettered", reason)
+                elif message_id in stored:
+                    self.traffic.note(message_id, "delivered", "by the consumer (Heap stored it)")
+                elif (entry["status"] != "sent" or entry["via"] == "queue") and visible == in_flight == 0:
+                    self.traffic.note(message_id, "delivered", "by the consumer (the main queue is empty)")
+                elif receives:
+                    self.traffic.note(
+                        message_id,
+                        "retrying",
+                        f"the consumer handed it back on receive {max(receives)}: it waits in the main"
+                        " queue, backing off, until Heap answers",
+                        receives=max(receives),
+                    )
 
     # ------------------------------------------------------------------ what the page does
     def set_override(self, text: str) -> None:
@@ -290,10 +229,13 @@ class StudioStack:
         deployed stack is changed without a redeploy)."""
         value = text if text.strip() else NO_OVERRIDE
         if value != self._override:
-            self.sandbox.client("ssm").put_parameter(
-                Name=MAPPING_PARAMETER, Value=value, Type="String", Overwrite=True
-            )
-            self._override = value
+            self._put_override(value)
+
+    def _put_override(self, value: str) -> None:
+        self.sandbox.client("ssm").put_parameter(
+            Name=MAPPING_PARAMETER, Value=value, Type="String", Overwrite=True
+        )
+        self._override = value
 
     def send_to_api(self, events: list[Any]) -> dict[str, Any]:
         """POST the events to the local API (one call, or ``/v1/batch``); note each outcome."""
@@ -305,13 +247,13 @@ class StudioStack:
         for event in events:
             self._note_event(event, "sent", "to the local API", via="api")
         request = urllib.request.Request(
-            self.api.url + path,
+            self.local.api_url + path,
             data=json.dumps(body).encode(),
             method="POST",
             headers={"Content-Type": "application/json"},
         )
-        if self.write_key:
-            token = base64.b64encode(f"{self.write_key}:".encode()).decode()
+        if self.local.write_key:
+            token = base64.b64encode(f"{self.local.write_key}:".encode()).decode()
             request.add_header("Authorization", f"Basic {token}")
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
@@ -330,7 +272,7 @@ class StudioStack:
         events = with_message_ids(events)
         body = events[0] if len(events) == 1 else {"batch": events}
         sent = self.sandbox.client("sqs").send_message(
-            QueueUrl=self.sandbox.queue_url("MainQueue"), MessageBody=json.dumps(body)
+            QueueUrl=self.local.main_queue_url, MessageBody=json.dumps(body)
         )
         for event in events:
             self._note_event(event, "sent", "to the main queue", via="queue")
@@ -369,15 +311,7 @@ class StudioStack:
             self.traffic.note(message_id, outcome[0], outcome[1], name=event_name(event), via="api")
 
     def dead_letters(self) -> list[DeadLetterView]:
-        return self.sandbox.dead_letters()
+        return self.local.dead_letters()
 
     def heap_state(self) -> dict[str, Any]:
         return self.sandbox.emulator.state()
-
-
-class _Discard:
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        pass

@@ -222,10 +222,10 @@ async function refreshTraffic() {
     return;
   }
   const rows = traffic.traffic.map((t) => el("tr", { "data-message-id": t.message_id, "data-status": t.status },
-    el("td", {}, new Date(t.updated * 1000).toLocaleTimeString()), el("td", {}, t.name), el("td", {}, t.via),
-    el("td", { class: t.status }, t.status + (t.receives > 1 ? ` (receive ${t.receives})` : "")),
-    el("td", { class: "why" }, t.reason)));
-  $("traffic-body").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 5, class: "quiet" }, "No event sent yet."))]));
+    el("td", {}, new Date(t.updated * 1000).toLocaleTimeString()), el("td", {}, `${t.name} (${t.via})`),
+    el("td", { class: "why" }, el("strong", { class: t.status }, t.status), t.reason ? `: ${t.reason}` : "",
+      el("ul", { class: "history" }, ...t.history.slice(0, -1).map((h) => el("li", {}, h))))));
+  $("traffic-body").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 3, class: "quiet" }, "No event sent yet."))]));
   const letters = traffic.dead_letters.map((d) => el("tr", { "data-message-id": d.message_id },
     el("td", {}, d.body && d.body.event ? d.body.event : (d.body && d.body.type) || d.letter_id),
     el("td", { class: "dead-lettered" }, d.error_class), el("td", { class: "why" }, d.reason)));
@@ -236,6 +236,8 @@ async function refreshTraffic() {
   for (const [identity, properties] of Object.entries(heap.user_properties)) stored.push(el("li", {}, `user ${identity}: ${JSON.stringify(properties)}`));
   for (const [account, properties] of Object.entries(heap.account_properties)) stored.push(el("li", {}, `account ${account}: ${JSON.stringify(properties)}`));
   $("heap-body").replaceChildren(...stored);
+  $("stack-log").replaceChildren(...traffic.stack_log.slice().reverse().map((t) =>
+    el("li", {}, `${new Date(t.at * 1000).toLocaleTimeString()} ${t.source}: ${t.summary}`)));
   $("queue-depth").textContent = `Main queue: ${traffic.main_queue.waiting} waiting, ${traffic.main_queue.in_flight} in flight. Timings ${traffic.time_scale}x faster than the template.`;
   renderFaults(traffic.faults);
   renderFollowup(traffic);
