@@ -60,7 +60,7 @@ class _SqsSink:
 
 def worker(events: int, time_scale: float, batch: int, share: float) -> dict[str, Any]:
     from heap_forwarder.edge.consumer import BackoffPolicy, Consumer
-    from heap_forwarder.edge.dlq import DeadLetterWriter
+    from heap_forwarder.edge.letters import DeadLetterWriter
     from heap_forwarder.heap.client import DeliverySettings, HeapClient
     from heap_forwarder.heap.limiter import RateLimiter
     from heap_forwarder.mapping.engine import Mapper

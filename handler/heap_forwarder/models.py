@@ -50,7 +50,9 @@ __all__ = [
     "PageEvent",
     "Problem",
     "ScreenEvent",
+    "SpecModel",
     "TrackEvent",
+    "ViewFields",
     "as_plain",
     "decode_json",
     "events_of",
@@ -77,24 +79,27 @@ Timestamp = Annotated[
 ]
 Blob = dict[str, Any]
 
-# defer_build: a model's validator is built when first used, not at import. The SQS hot path
-# takes most events through quick_validate, so a warm consumer may never need them at all.
-_MODEL_CONFIG = ConfigDict(extra="allow", coerce_numbers_to_str=True, allow_inf_nan=False, defer_build=True)
+
+class SpecModel(BaseModel):
+    """What every part of an event allows: unknown fields kept, numbers made text where text goes,
+    no NaN or infinity."""
+
+    # defer_build: a model's validator is built when first used, not at import. The SQS hot path
+    # takes most events through quick_validate, so a warm consumer may never need them at all.
+    model_config = ConfigDict(
+        extra="allow", coerce_numbers_to_str=True, allow_inf_nan=False, defer_build=True
+    )
 
 
-class Context(BaseModel):
-    model_config = _MODEL_CONFIG
-
+class Context(SpecModel):
     userAgent: str | None = None
     ip: str | None = None
     page: Blob | None = None
     traits: Blob | None = None
 
 
-class CommonFields(BaseModel):
+class CommonFields(SpecModel):
     """Fields every MetaRouter/Segment event may carry."""
-
-    model_config = _MODEL_CONFIG
 
     messageId: str | None = None
     anonymousId: str | None = None
@@ -113,18 +118,20 @@ class TrackEvent(CommonFields):
     properties: Blob = Field(default_factory=dict)
 
 
-class PageEvent(CommonFields):
+class ViewFields(CommonFields):
+    """What a page and a screen view both carry: the spec gives the two calls the same fields."""
+
+    name: str | None = None
+    category: str | None = None
+    properties: Blob = Field(default_factory=dict)
+
+
+class PageEvent(ViewFields):
     type: Literal["page"]
-    name: str | None = None
-    category: str | None = None
-    properties: Blob = Field(default_factory=dict)
 
 
-class ScreenEvent(CommonFields):
+class ScreenEvent(ViewFields):
     type: Literal["screen"]
-    name: str | None = None
-    category: str | None = None
-    properties: Blob = Field(default_factory=dict)
 
 
 class IdentifyEvent(CommonFields):

@@ -63,7 +63,16 @@ def test_ssm_standard_parameter_override(ssm: Any) -> None:
     playbook = build_playbook(parameter_text=parameter["Value"], parameter_name="/heap-forwarder/mapping")
     assert playbook.source == "default_playbook.yaml + SSM parameter /heap-forwarder/mapping"
     assert prepare(playbook, track()) == [
-        ("/api/track", {"event": "played", "properties": {}, "identity": "anon-1", "idempotency_key": "m1"})
+        (
+            "/api/track",
+            {
+                "event": "played",
+                "properties": {"video_id": "v1"},
+                "identity": "anon-1",
+                "timestamp": "2024-06-10T14:00:00.000Z",
+                "idempotency_key": "m1",
+            },
+        )
     ]
 
 
@@ -84,6 +93,7 @@ def test_ssm_advanced_parameter_holds_a_playbook_over_4_kb(ssm: Any) -> None:
                 "event": "custom_17",
                 "properties": {"a": 1, "source": "ssm"},
                 "identity": "anon-1",
+                "timestamp": "2024-06-10T14:00:00.000Z",
                 "idempotency_key": "m1",
             },
         )

@@ -58,7 +58,7 @@ def hostile_delivered(census: Any, good: dict[str, Any]) -> int:
     return len(others) + len(census.users) + len(census.accounts)
 
 
-# What completion may add to an event (edge/completion.py ``fill``), on both paths.
+# What completion may add to an event (inbound.py ``fill``), on both paths.
 FILLED = {"messageId", "receivedAt", "timestamp"}
 
 

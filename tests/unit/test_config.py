@@ -76,7 +76,14 @@ def test_every_variable_is_read() -> None:
 
 
 @pytest.mark.parametrize(
-    "variable", ["HEAP_APP_ID_PARAMETER", "RETRY_QUEUE_URL", "DEAD_LETTER_QUEUE_URL", "MAPPING_PARAMETER"]
+    "variable",
+    [
+        "HEAP_APP_ID_PARAMETER",
+        "RETRY_QUEUE_URL",
+        "DEAD_LETTER_QUEUE_URL",
+        "MAPPING_PARAMETER",
+        "HASH_KEY_PARAMETER",
+    ],
 )
 def test_blank_optional_values_are_unset(variable: str) -> None:
     # CloudFormation cannot leave a variable out conditionally everywhere: "" must mean unset.

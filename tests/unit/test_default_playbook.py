@@ -662,6 +662,7 @@ def test_name_matching_picks_the_event_mapping_not_the_default(name: str) -> Non
                 "event": name,
                 "properties": {"video_id": "v1", "mapped_by": "cart_viewed row", "user_agent": "UA/1.0"},
                 "identity": "anon-1",
+                "timestamp": "2024-06-10T14:00:00.000Z",  # the global row holds: not restated
                 "session_id": "sess-1",
                 "idempotency_key": "msg-1",
             },

@@ -33,12 +33,11 @@ from heap_forwarder.edge.api_contract import (
     ApiError,
     ErrorCode,
 )
-from heap_forwarder.edge.api_request import basic_auth_user, route_of
-from heap_forwarder.edge.completion import complete_event, implied_timestamp
-from heap_forwarder.edge.dlq import DeadLetter
-from heap_forwarder.edge.ingest import Ingest
+from heap_forwarder.edge.ingest import Ingest, basic_auth_user, route_of
+from heap_forwarder.edge.letters import DeadLetter
 from heap_forwarder.edge.parking import park_bodies, sqs_safe_json
 from heap_forwarder.heap.items import HeapItem
+from heap_forwarder.inbound import complete_event, implied_timestamp
 from heap_forwarder.mapping.engine import Mapper
 from heap_forwarder.mapping.loader import build_playbook
 from heap_forwarder.models import Problem

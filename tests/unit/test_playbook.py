@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import yaml
 
-from heap_forwarder.heap.items import Endpoint
 from heap_forwarder.mapping.engine import Mapper, MissingParameter
 from heap_forwarder.mapping.loader import (
     DEFAULT_PLAYBOOK_NAME,
@@ -131,7 +130,7 @@ def test_bad_endpoint_name() -> None:
 def test_bad_endpoint_name_in_a_global_row() -> None:
     override = {"global": {"item": [{"key": "identity", "from": "userId", "endpoints": ["trak"]}]}}
     assert problems_of(override) == [
-        "global.item[0].endpoints[0]: Input should be 'track', 'add_user_properties', "
+        "global.item[9].endpoints[0]: Input should be 'track', 'add_user_properties', "
         "'add_account_properties' or 'identify'"
     ]
 
@@ -327,6 +326,7 @@ def test_jmespath_rows_read_the_normalised_event() -> None:
                 {"key": "event", "value": "Order Completed"},
                 {"key": "identity", "expr": "userId || anonymousId"},
                 {"key": "timestamp", "expr": "timestamp"},
+                {"key": "properties", "value": None},  # not the event's properties: these rows
                 {"key": "properties.product_count", "expr": "length(properties.products)"},
                 {"key": "properties.skus", "expr": "properties.products[].sku"},
                 {"key": "properties.first_sku", "expr": "properties.products[0].sku"},
@@ -423,7 +423,8 @@ def test_file_override_adds_a_custom_event(tmp_path: Path) -> None:
             {
                 "event": "video_play",
                 "timestamp": "2024-06-10T14:00:00.000Z",
-                "properties": {"video": "v1", "user_agent": "UA"},
+                # The global properties row holds; the mapping's row adds to it.
+                "properties": {"video_id": "v1", "video": "v1", "user_agent": "UA"},
                 "identity": "anon-1",
                 "idempotency_key": "m1",
             },
@@ -450,7 +451,13 @@ def test_an_override_replaces_an_event_matched_by_normalised_name(tmp_path: Path
     assert prepare(playbook, track("cart_viewed")) == [
         (
             "/api/track",
-            {"event": "cart", "properties": {"n": 1}, "identity": "anon-1", "idempotency_key": "m1"},
+            {
+                "event": "cart",
+                "properties": {"video_id": "v1", "n": 1},
+                "identity": "anon-1",
+                "timestamp": "2024-06-10T14:00:00.000Z",
+                "idempotency_key": "m1",
+            },
         )
     ]
 
@@ -472,8 +479,16 @@ def test_an_event_can_map_to_several_requests(tmp_path: Path) -> None:
     assert prepare(build_playbook(file=path), track("Signed Up", properties={"plan": "pro"})) == [
         (
             "/api/track",
-            {"event": "Signed Up", "properties": {}, "identity": "anon-1", "idempotency_key": "m1"},
+            {
+                "event": "Signed Up",
+                "properties": {"plan": "pro"},
+                "identity": "anon-1",
+                "timestamp": "2024-06-10T14:00:00.000Z",
+                "idempotency_key": "m1",
+            },
         ),
+        # The global row reads traits (required) where the mapping's own rows put nothing in
+        # properties; here they do, so a track event without traits maps.
         ("/api/add_user_properties", {"properties": {"plan": "pro"}, "identity": "anon-1"}),
     ]
 
@@ -495,7 +510,7 @@ def test_null_removes_an_event_mapping(tmp_path: Path) -> None:
     assert prepared.decided[0].error_class == "unsupported"
     assert prepared.decided[1:] == [None, None]
     cart, product = (item.body for item in prepared.items)
-    assert cart["properties"] == {"mapped_by": "default"}  # the track event fell back to the default
+    assert cart["properties"] == {"video_id": "v1", "mapped_by": "default"}  # fell back to the default
     assert product["properties"] == {"video_id": "v1"}
 
 
@@ -523,8 +538,19 @@ def test_a_global_row_is_replaced_by_key_and_new_keys_are_added(tmp_path: Path) 
         },
     )
     playbook = build_playbook(file=path)
-    keys = [".".join(g.row.key) for g in playbook.item_rows]
-    assert keys == ["identity", "properties.user_agent", "session_id", "idempotency_key", "properties.ip"]
+    keys = [row.key for row in playbook.spec.global_.item]
+    assert keys == [
+        "identity",
+        "timestamp",
+        "timestamp",
+        "event",
+        "properties",
+        "properties",
+        "properties.user_agent",
+        "idempotency_key",
+        "session_id",
+        "properties.ip",
+    ]
     event = track(properties={"sid": "s-9"}, context={"ip": "192.0.2.1", "sessionId": "ignored"})
     [(_, body)] = prepare(playbook, event)
     assert body["session_id"] == "s-9"
@@ -533,13 +559,24 @@ def test_a_global_row_is_replaced_by_key_and_new_keys_are_added(tmp_path: Path) 
 
 def test_global_rows_only_apply_to_their_endpoints() -> None:
     playbook = build_playbook()
-    endpoints = {".".join(g.row.key): g.endpoints for g in playbook.item_rows}
+    endpoints: dict[str, set[str]] = {}
+    for row in playbook.spec.global_.item:
+        endpoints.setdefault(row.key, set()).update(row.endpoints or ())
     assert endpoints == {
-        "identity": frozenset({Endpoint.TRACK, Endpoint.ADD_USER_PROPERTIES, Endpoint.IDENTIFY}),
-        "properties.user_agent": frozenset({Endpoint.TRACK}),
-        "session_id": frozenset({Endpoint.TRACK}),
-        "idempotency_key": frozenset({Endpoint.TRACK}),
+        "identity": {"track", "add_user_properties", "identify"},
+        "timestamp": {"track", "identify"},
+        "event": {"track"},
+        "properties": {"track", "add_user_properties", "add_account_properties"},
+        "properties.user_agent": {"track"},
+        "session_id": {"track"},
+        "idempotency_key": {"track"},
     }
+    keys_by_endpoint = {
+        str(m.endpoint): {".".join(step.row.key) for step in m.steps}
+        for mappings in playbook.events.values()
+        for m in mappings
+    }
+    assert keys_by_endpoint["/api/add_account_properties"] == {"account_id", "properties"}
 
 
 def test_rules_can_be_changed_by_an_override(tmp_path: Path) -> None:
@@ -565,7 +602,16 @@ def test_the_ssm_text_is_merged_after_the_file(tmp_path: Path) -> None:
     playbook = build_playbook(file=path, parameter_text=text, parameter_name="/hf/map")
     assert playbook.source == f"default_playbook.yaml + {path} + SSM parameter /hf/map"
     assert prepare(playbook, track()) == [
-        ("/api/track", {"event": "from ssm", "properties": {}, "identity": "anon-1", "idempotency_key": "m1"})
+        (
+            "/api/track",
+            {
+                "event": "from ssm",
+                "properties": {"video_id": "v1"},
+                "identity": "anon-1",
+                "timestamp": "2024-06-10T14:00:00.000Z",
+                "idempotency_key": "m1",
+            },
+        )
     ]
 
 
@@ -574,7 +620,7 @@ def test_merge_does_not_change_its_inputs() -> None:
     before = yaml.safe_dump(base)
     merged = merge(base, {"events": {"Page": None}, "rules": {"arrays": "stringify"}}, "t")
     assert yaml.safe_dump(base) == before
-    assert merged["events"]["Page"] is None
+    assert "page" not in merged["events"]
     assert merged["rules"] == {"nested": "flatten", "arrays": "stringify"}
 
 
@@ -658,7 +704,7 @@ def test_param_rows_read_the_bound_values() -> None:
     playbook = build_playbook(parameter_text=yaml.safe_dump(override))
     pipeline = Pipeline(Mapper(playbook, {"MY_APP_ID": "app", "MY_USER_ID": "42"}), deliverer=None)  # type: ignore[arg-type]
     [item] = pipeline.prepare([track()]).items
-    assert item.body["properties"] == {"heap_user": "42"}
+    assert item.body["properties"] == {"video_id": "v1", "heap_user": "42"}
 
 
 def test_a_fixed_param_value_is_used_when_none_is_given() -> None:

@@ -9,16 +9,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from heap_forwarder.mapping.loader import build_playbook
+from heap_forwarder.mapping.engine import MissingParameter
+from heap_forwarder.mapping.loader import build_playbook, merged_document
 from heap_forwarder.mapping.playbook import PlaybookError
 from heap_forwarder_tools.preview import APP_ID_PLACEHOLDER, Previewer
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
     try:
-        previewer = Previewer.from_override(args.mapping, args.app_id, args.user_id)
+        playbook = build_playbook(args.mapping)
     except PlaybookError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        hash_key = _preview_hash_key(args.hash_key_file)
+    except OSError as error:
+        print(f"error: cannot read the hash key file: {error.strerror or error}", file=sys.stderr)
+        return 2
+    try:
+        previewer = Previewer(playbook, args.app_id, args.user_id, hash_key=hash_key, explain=args.explain)
+    except MissingParameter as error:
+        print(f"error: {error}; preview takes the key from --hash-key-file", file=sys.stderr)
         return 2
     status = 0
     for path in args.files:
@@ -35,19 +46,34 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return status
 
 
+def _preview_hash_key(path: Path | None) -> bytes | None:
+    """Preview never reads SSM: a playbook that hashes takes its key from a local file."""
+    if path is None:
+        return None
+    return path.read_bytes().strip()
+
+
 def cmd_mapping_check(args: argparse.Namespace) -> int:
     try:
+        document, source, _origins = merged_document(args.file)
         playbook = build_playbook(args.file)
     except PlaybookError as error:
         print(f"{error.source}: {len(error.problems)} problem(s)", file=sys.stderr)
         for problem in error.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 1
-    events = sorted(playbook.spec.events)
+    # The playbook in force: mappings an override removed are gone from this list.
+    events = sorted(name for name, mapping in playbook.spec.events.items() if mapping is not None)
     print(
         f"{playbook.source}: OK ({len(events)} event mappings: {', '.join(events)}; default: "
-        f"{'yes' if playbook.default else 'none'})"
+        f"{'yes' if playbook.default else 'none'}"
+        f"{'; hashes values: needs HASH_KEY_PARAMETER' if playbook.uses_hash else ''})"
     )
+    if args.print:
+        import yaml
+
+        print(f"# The merged playbook: {source}")
+        print(yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=110), end="")
     return 0
 
 
@@ -204,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--mapping", type=Path, help="a playbook override file (as MAPPING_FILE)")
     preview.add_argument("--app-id", help=f"the Heap app ID to show (default: {APP_ID_PLACEHOLDER})")
     preview.add_argument("--user-id", help="MY_USER_ID connection parameter, if your playbook uses it")
+    preview.add_argument(
+        "--explain", action="store_true", help="for each output key: the row or edit, and its file"
+    )
+    preview.add_argument(
+        "--hash-key-file",
+        type=Path,
+        help="a file holding the hash key, when the playbook hashes values (preview never reads SSM)",
+    )
     preview.set_defaults(run=cmd_preview)
 
     mapping = commands.add_parser("mapping", help="playbook tools").add_subparsers(
@@ -215,7 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "file", nargs="?", type=Path, help="playbook override file (default: the bundled playbook)"
     )
+    check.add_argument("--print", action="store_true", help="also print the merged playbook (YAML)")
     check.set_defaults(run=cmd_mapping_check)
+    from heap_forwarder_tools import push
+
+    push_parser = mapping.add_parser(
+        "push", help="check an override against a stack, then write it to the stack's mapping SSM parameter"
+    )
+    push.add_arguments(push_parser)
+    push_parser.set_defaults(run=push.run_push_command)
 
     emulator = commands.add_parser("emulator", help="run the local Heap emulator")
     emulator.add_argument("--host", default="127.0.0.1")

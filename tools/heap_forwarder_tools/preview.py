@@ -42,6 +42,8 @@ class Verdict:
     reason: str | None = None
     # False when the event's JSON could not even be read (printed before the others).
     readable: bool = True
+    # With ``explain``: for each output key of a mapped event, the row or edit and its file.
+    explanation: tuple[str, ...] = ()
 
     def line(self) -> str:
         return f"  rejected {self.label}: {self.error_class}: {self.reason}"
@@ -67,7 +69,9 @@ class DocumentPreview:
         """Exactly what ``heap-forwarder preview`` prints for this document."""
         out = [f"== {self.name}: {len(self.verdicts)} event(s)"]
         out.extend(v.line() for v in self.verdicts if not v.readable)
-        out.extend(v.line() for v in self.verdicts if v.readable and v.outcome != "mapped")
+        for verdict in self.verdicts:
+            if verdict.readable:
+                out.extend([verdict.line()] if verdict.outcome != "mapped" else verdict.explanation)
         for request in self.requests:
             out.append(f"POST {request.endpoint}")
             out.extend(json.dumps(request.body, indent=2, ensure_ascii=False).splitlines())
@@ -89,17 +93,29 @@ class _NoDelivery:
 class Previewer:
     """The playbook (default + an override) and the connection parameters preview shows."""
 
-    def __init__(self, playbook: Playbook, app_id: str | None = None, user_id: str | None = None) -> None:
+    def __init__(
+        self,
+        playbook: Playbook,
+        app_id: str | None = None,
+        user_id: str | None = None,
+        *,
+        hash_key: bytes | None = None,
+        explain: bool = False,
+    ) -> None:
+        """Raises MissingParameter when the playbook hashes and no ``hash_key`` is given."""
         from heap_forwarder.pipeline import Pipeline
 
-        self.mapper = Mapper(playbook, {"MY_APP_ID": app_id or APP_ID_PLACEHOLDER, "MY_USER_ID": user_id})
+        params = {"MY_APP_ID": app_id or APP_ID_PLACEHOLDER, "MY_USER_ID": user_id}
+        self.mapper = Mapper(playbook, params, hash_key=hash_key)
         self.pipeline = Pipeline(self.mapper, deliverer=_NoDelivery())
+        self.explain = explain
 
     @classmethod
     def from_override(
         cls, mapping: Path | None, app_id: str | None = None, user_id: str | None = None
     ) -> Previewer:
-        """The bundled playbook with ``mapping`` merged on; raises PlaybookError."""
+        """The bundled playbook with ``mapping`` merged on; raises PlaybookError (or
+        MissingParameter, for a playbook that hashes: it needs a key)."""
         return cls(build_playbook(mapping), app_id, user_id)
 
     def document(self, document: Any, name: str) -> DocumentPreview:
@@ -115,9 +131,9 @@ class Previewer:
             else:
                 readable.append((position, label, raw))
         prepared = self.pipeline.prepare([raw for _, _, raw in readable])
-        for (position, label, _), decided in zip(readable, prepared.decided, strict=True):
+        for (position, label, raw), decided in zip(readable, prepared.decided, strict=True):
             if decided is None:
-                verdicts[position] = Verdict(label, "mapped")
+                verdicts[position] = Verdict(label, "mapped", explanation=self._explained(raw, label))
             else:
                 error_class = str(decided.error_class)
                 outcome: Outcome = "unsupported" if error_class == ErrorClass.UNSUPPORTED else "refused"
@@ -127,6 +143,13 @@ class Previewer:
             [verdicts[p] for p in range(len(labelled))],
             _requests(prepared.items, self.mapper.request_fields),
         )
+
+    def _explained(self, raw: Any, label: str) -> tuple[str, ...]:
+        if not self.explain:
+            return ()
+        from heap_forwarder_tools.explain import explain
+
+        return tuple(explain(self.mapper, raw, self.pipeline.rule_settings, label))
 
 
 def events_in(document: Any) -> list[tuple[str, Any]]:

@@ -32,7 +32,7 @@ from typing import Any
 
 from heap_forwarder.outcome import ErrorClass
 
-# The DLQ writer's attribute names (heap_forwarder.edge.dlq; not imported: it needs botocore).
+# The DLQ writer's attribute names (heap_forwarder.edge.letters; not imported: it needs botocore).
 ATTR_ERROR_CLASS = "ErrorClass"
 ATTR_REASON = "Reason"
 ATTR_LETTER_ID = "LetterId"

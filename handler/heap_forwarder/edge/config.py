@@ -38,6 +38,8 @@ class Settings(BaseModel):
     api_auth_mode: ApiAuthMode = Field(ApiAuthMode.WRITE_KEY, alias="API_AUTH_MODE")
     mapping_file: Path | None = Field(None, alias="MAPPING_FILE")
     mapping_parameter: str | None = Field(None, alias="MAPPING_PARAMETER")
+    # The secret key of the playbook's `hash` operation (a SecureString; read only if it hashes).
+    hash_key_parameter: str | None = Field(None, alias="HASH_KEY_PARAMETER")
     # This process's share of Heap's 15,000 events/min per app (shared by every concurrent sender).
     rate_limit_events_per_minute: float = Field(
         defaults.RATE_LIMIT_EVENTS_PER_MINUTE, gt=0, alias="RATE_LIMIT_EVENTS_PER_MINUTE"
@@ -74,6 +76,7 @@ class Settings(BaseModel):
         "dead_letter_queue_url",
         "write_key_parameter",
         "mapping_parameter",
+        "hash_key_parameter",
         mode="before",
     )
     @classmethod

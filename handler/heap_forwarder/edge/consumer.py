@@ -3,7 +3,7 @@
 - Each record body is one event or ``{"batch": [...]}``; all events of the invocation are
   delivered together (bulk).
 - Once the caps let a record's events in, they are completed by the API's rule
-  (``completion.fill``), from what every receive of the record shows alike: ``receivedAt`` from
+  (``inbound.fill``), from what every receive of the record shows alike: ``receivedAt`` from
   its ``SentTimestamp``, a missing ``messageId`` as ``<record messageId>:<position>``.
 - Permanent problems go to the DLQ per event, with the reason; the record is not failed.
 - A record with a retryable event is listed in ``batchItemFailures`` and its visibility
@@ -26,11 +26,9 @@ from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from heap_forwarder.edge.completion import fill, received_at_of
-from heap_forwarder.edge.dlq import DeadLetterWriter
+from heap_forwarder.edge.letters import SQS, DeadLetterWriter, Refusal, settle
 from heap_forwarder.edge.observability import count, logger
-from heap_forwarder.edge.settle import SQS, Refusal, settle
-from heap_forwarder.inbound import InvalidEvent, InvalidJson, decode_json, events_of
+from heap_forwarder.inbound import InvalidEvent, InvalidJson, decode_json, events_of, fill, received_at_of
 from heap_forwarder.outcome import ErrorClass, Fate, Outcome, rejected
 from heap_forwarder.pipeline import Pipeline
 
@@ -79,6 +77,37 @@ class BackoffPolicy(NamedTuple):
         exponent = min(max(receive_count - 1, 0), 30)
         ceiling = min(self.cap_seconds, self.base_seconds * (2**exponent))
         return int(min(43200, ceiling * rng.uniform(0.8, 1.0)))
+
+
+class Redelivery(NamedTuple):
+    """The queue's side of a retry (the API's is ``RetryQueue``, parking): a failed record's
+    next delivery pushed out by its visibility timeout, growing with its receives. Without a
+    queue URL nothing is changed: the queue's own visibility timeout brings the record back."""
+
+    sqs_client: Any
+    queue_url: str | None
+    backoff: BackoffPolicy
+    rng: random.Random
+
+    def back_off(self, records: Sequence[_Record]) -> None:
+        if not self.queue_url or not records:
+            return
+        entries = [
+            {
+                "Id": str(i),
+                "ReceiptHandle": r.receipt_handle,
+                "VisibilityTimeout": self.backoff.visibility_timeout(r.receive_count, self.rng),
+            }
+            for i, r in enumerate(records)
+        ]
+        for start in range(0, len(entries), 10):
+            try:
+                self.sqs_client.change_message_visibility_batch(
+                    QueueUrl=self.queue_url, Entries=entries[start : start + 10]
+                )
+            except (BotoCoreError, ClientError) as error:
+                # The queue's own visibility timeout still brings the records back: log, go on.
+                logger.warning("could not extend visibility timeouts", extra={"cause": type(error).__name__})
 
 
 def _first_seen(attributes: Mapping[str, Any]) -> str:
@@ -149,7 +178,7 @@ def _read(record: _Record) -> None:
 
 
 def _complete(record: _Record) -> None:
-    """The record's events completed by the rule the API applies (``completion.fill``), from
+    """The record's events completed by the rule the API applies (``inbound.fill``), from
     values every receive of the record shows alike, so a redelivery is the same event (and
     Heap's idempotency key, which derives from ``messageId``, the same key)."""
     if not record.events:
@@ -178,12 +207,9 @@ class Consumer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pipeline_factory = pipeline_factory
-        self.sqs = sqs_client
-        self.queue_url = queue_url
+        self.redelivery = Redelivery(sqs_client, queue_url, backoff, rng or random.Random())
         self.dead_letters = dead_letters
-        self.backoff = backoff
         self.max_receive_count = max_receive_count
-        self.rng = rng or random.Random()
         self.clock = clock
         self.max_events_per_invocation = MAX_EVENTS_PER_INVOCATION
 
@@ -299,28 +325,8 @@ class Consumer:
                 "records left for retry",
                 extra={"records": len(records), "first_cause": next(iter(causes.values()))},
             )
-            self._back_off(records)
+            self.redelivery.back_off(records)
         return {"batchItemFailures": [{"itemIdentifier": r.message_id} for r in records]}
-
-    def _back_off(self, records: Sequence[_Record]) -> None:
-        if not self.queue_url or not records:
-            return
-        entries = [
-            {
-                "Id": str(i),
-                "ReceiptHandle": r.receipt_handle,
-                "VisibilityTimeout": self.backoff.visibility_timeout(r.receive_count, self.rng),
-            }
-            for i, r in enumerate(records)
-        ]
-        for start in range(0, len(entries), 10):
-            try:
-                self.sqs.change_message_visibility_batch(
-                    QueueUrl=self.queue_url, Entries=entries[start : start + 10]
-                )
-            except (BotoCoreError, ClientError) as error:
-                # The queue's own visibility timeout still brings the records back: log, go on.
-                logger.warning("could not extend visibility timeouts", extra={"cause": type(error).__name__})
 
 
 # The position part of the LetterId of a letter that holds a whole record (its body could not be

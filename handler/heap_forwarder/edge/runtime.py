@@ -43,7 +43,7 @@ class Runtime:
     _playbooks: PlaybookHolder | None = None
     _heap: HeapClient | None = field(default=None, repr=False)
     _pipeline: Pipeline | None = field(default=None, repr=False)
-    _pipeline_key: tuple[str, int] | None = field(default=None, repr=False)
+    _pipeline_key: tuple[str, int, bytes | None] | None = field(default=None, repr=False)
 
     def playbook_holder(self) -> PlaybookHolder:
         if self._playbooks is None:
@@ -63,14 +63,24 @@ class Runtime:
         holder = self.playbook_holder()
         if self.settings.mapping_parameter:
             holder.refresh(self.settings.mapping_file, self.parameters.get(self.settings.mapping_parameter))
-        key = (app_id, id(holder.playbook))
+        hash_key = self.hash_key() if holder.playbook.uses_hash else None
+        key = (app_id, id(holder.playbook), hash_key)
         if self._pipeline is None or key != self._pipeline_key:
-            mapper = Mapper(holder.playbook, {"MY_APP_ID": app_id})
+            mapper = Mapper(holder.playbook, {"MY_APP_ID": app_id}, hash_key=hash_key)
             if self._heap is None or self._heap.request_fields != mapper.request_fields:
                 self._heap = self.heap_factory(mapper.request_fields)
             self._pipeline = Pipeline(mapper, self._heap)
             self._pipeline_key = key
         return self._pipeline
+
+    def hash_key(self) -> bytes:
+        """The secret key of the playbook's hash operation, from its SecureString parameter."""
+        if not self.settings.hash_key_parameter:
+            raise ConfigurationError(
+                "the playbook hashes values but HASH_KEY_PARAMETER is not set: name the SecureString "
+                "parameter holding the hash key (template parameter HashKeyParameterName)"
+            )
+        return self.parameters.get(self.settings.hash_key_parameter, secret=True).encode("utf-8")
 
     def sqs(self) -> Any:
         if self.sqs_client is None:

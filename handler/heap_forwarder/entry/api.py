@@ -29,10 +29,9 @@ from heap_forwarder.edge.api_contract import (
     problems_in,
     unavailable,
 )
-from heap_forwarder.edge.api_request import IngestRequest, is_ingest_route
 from heap_forwarder.edge.config import ApiAuthMode, Settings
-from heap_forwarder.edge.dlq import DeadLetterWriter
-from heap_forwarder.edge.ingest import Ingest
+from heap_forwarder.edge.ingest import Ingest, IngestRequest, is_ingest_route
+from heap_forwarder.edge.letters import DeadLetterWriter
 from heap_forwarder.edge.observability import count, logger, metrics, traced
 from heap_forwarder.edge.parking import RetryQueue
 from heap_forwarder.edge.runtime import Runtime, build_runtime

@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from heap_forwarder.edge.consumer import BackoffPolicy, Consumer
-from heap_forwarder.edge.dlq import DeadLetterWriter
+from heap_forwarder.edge.letters import DeadLetterWriter
 from heap_forwarder.edge.observability import logger, metrics, traced
 from heap_forwarder.edge.runtime import Runtime, build_runtime
 

@@ -11,13 +11,21 @@ from typing import Any
 
 from heap_forwarder.heap.items import HeapItem
 from heap_forwarder.inbound import EVENT_TYPES
-from heap_forwarder.mapping.playbook import EventView, Playbook, RequestMapping, Row, bind_params, event_key
+from heap_forwarder.mapping.playbook import (
+    EventView,
+    Mode,
+    Playbook,
+    RequestMapping,
+    Row,
+    bind_params,
+    event_key,
+)
 from heap_forwarder.mapping.transforms import TransformError
 from heap_forwarder.outcome import ErrorClass
 
-# (reader, transforms, single output key or None, output key path, fill-only, the row)
+# (reader, transforms, single output key or None, output key path, how it writes, the row)
 _Step = tuple[
-    Callable[[EventView], Any], tuple[Callable[[Any], Any], ...], str | None, tuple[str, ...], bool, Row
+    Callable[[EventView], Any], tuple[Callable[[Any], Any], ...], str | None, tuple[str, ...], Mode, Row
 ]
 _TYPE_KEYS = frozenset(t for t in EVENT_TYPES if t != "track")
 
@@ -53,6 +61,19 @@ def _assign(body: dict[str, Any], key: tuple[str, ...], value: Any) -> None:
     node[key[-1]] = dict(value) if isinstance(value, dict) else value
 
 
+def _remove(body: dict[str, Any], key: tuple[str, ...]) -> bool:
+    """Remove ``key`` from the body; the objects on the way are copied first (they may still
+    be the event's own). False when there was nothing to remove."""
+    if not _has(body, key):
+        return False
+    node = body
+    for part in key[:-1]:
+        node[part] = dict(node[part])
+        node = node[part]
+    del node[key[-1]]
+    return True
+
+
 def _has(body: dict[str, Any], key: tuple[str, ...]) -> bool:
     node: Any = body
     for part in key:
@@ -63,9 +84,11 @@ def _has(body: dict[str, Any], key: tuple[str, ...]) -> bool:
 
 
 class Mapper:
-    """A playbook bound to its connection parameters, ready to map events."""
+    """A playbook bound to its connection parameters (and hash key), ready to map events."""
 
-    def __init__(self, playbook: Playbook, params: Mapping[str, str | None]) -> None:
+    def __init__(
+        self, playbook: Playbook, params: Mapping[str, str | None], hash_key: bytes | None = None
+    ) -> None:
         # A parameter given as None is not given: the playbook's fixed value (if any) stands.
         values = {
             name: given if (given := params.get(name)) is not None else spec.value
@@ -76,46 +99,56 @@ class Mapper:
         ]
         if missing:
             raise MissingParameter(f"connection parameter(s) without a value: {', '.join(missing)}")
+        if playbook.uses_hash and not hash_key:
+            raise MissingParameter(
+                "the playbook hashes values (an edit's hash:) but no hash key is configured: "
+                "name a SecureString parameter in HASH_KEY_PARAMETER (template: HashKeyParameterName)"
+            )
         self.playbook = playbook
+        self._hash_key = hash_key
         self.request_fields: dict[str, Any] = {}
         for row in playbook.request_rows:
             # Request-level rows read no event data (the compiler enforces it): an empty event.
             value = bind_params(row, values).evaluate(EventView({}))
             if not _is_missing(value):
                 _assign(self.request_fields, row.key, value)
-        self._item_rows = tuple(g._replace(row=bind_params(g.row, values)) for g in playbook.item_rows)
-
-        def bind(mappings: tuple[RequestMapping, ...]) -> tuple[RequestMapping, ...]:
-            return tuple(m._replace(rows=tuple(bind_params(r, values) for r in m.rows)) for m in mappings)
-
-        self._events = {key: bind(m) for key, m in playbook.events.items()}
-        self._default = bind(playbook.default)
-        # Each request mapping's rows, then the global item rows for its endpoint (fill-only).
-        # Unpacked into plain tuples: the per-event loop then does no attribute lookups.
+        # Each request mapping's steps (see playbook.RequestMapping), unpacked into plain tuples:
+        # the per-event loop then does no attribute lookups.
         self._steps: dict[int, tuple[_Step, ...]] = {}
-        for mappings in (*self._events.values(), self._default):
+        for mappings in (*playbook.events.values(), playbook.default):
             for mapping in mappings:
-                rows = [(row, False) for row in mapping.rows]
-                rows += [(g.row, True) for g in self._item_rows if mapping.endpoint in g.endpoints]
                 self._steps[id(mapping)] = tuple(
-                    (row.read, row.transforms, row.key[0] if len(row.key) == 1 else None, row.key, fill, row)
-                    for row, fill in rows
+                    (
+                        (row := bind_params(step.row, values)).read,
+                        row.transforms,
+                        row.key[0] if len(row.key) == 1 else None,
+                        row.key,
+                        step.mode,
+                        row,
+                    )
+                    for step in mapping.steps
                 )
 
     def _mapping_for(self, event_type: str, event_name: str | None) -> tuple[RequestMapping, ...] | None:
+        events = self.playbook.events
         if event_type == "track" and event_name is not None:
             key = event_key(event_name)
             # A track event named "Page" or "Identify" is still a track event: the mappings of
             # the other event types are not for it.
-            specific = None if key in _TYPE_KEYS else self._events.get(key)
-            return specific or self._default or None
-        return self._events.get(event_key(event_type))
+            specific = None if key in _TYPE_KEYS else events.get(key)
+            return specific or self.playbook.default or None
+        return events.get(event_key(event_type))
 
     def map(
-        self, event: dict[str, Any], raw: Mapping[str, Any] | None = None, index: int = 0
+        self,
+        event: dict[str, Any],
+        raw: Mapping[str, Any] | None = None,
+        index: int = 0,
+        trace: list[dict[str, str]] | None = None,
     ) -> list[HeapItem]:
         """``event``: the plain dict ``quick_validate`` vouched for, or ``models.as_plain`` made
-        of the validated model (the same shape); ``raw``: the event as it came."""
+        of the validated model (the same shape); ``raw``: the event as it came. ``trace``, when
+        given, gets one dict per item: each key written, and by which row or edit."""
         event_type = event.get("type", "")
         event_name = event.get("event") if event_type == "track" else None
         mappings = self._mapping_for(event_type, event_name)
@@ -133,9 +166,14 @@ class Mapper:
             if mapping.when is not None and _is_missing(mapping.when(view)):
                 continue
             body: dict[str, Any] = {}
-            for read, transforms, top, key, fill_only, row in self._steps[id(mapping)]:
-                if fill_only and (top in body if top is not None else _has(body, key)):
-                    continue  # a global row only fills what the event's own mapping left unset
+            written: dict[str, str] | None = {} if trace is not None else None
+            for read, transforms, top, key, mode, row in self._steps[id(mapping)]:
+                if mode is Mode.REMOVE:
+                    if _remove(body, key) and written is not None:
+                        written[".".join(key)] = f"removed by {_explain(row)}"
+                    continue
+                if mode is Mode.FILL and (top in body if top is not None else _has(body, key)):
+                    continue  # a global row only fills what the mapping's own rows left unset
                 try:
                     value = read(view)
                     for transform in transforms:
@@ -151,9 +189,19 @@ class Mapper:
                         )
                     continue
                 if top is not None:
-                    # Copy objects taken from the event: later rows add keys to them.
+                    # Copy objects taken from the event: later rows and edits change them.
                     body[top] = dict(value) if value.__class__ is dict else value
                 else:
                     _assign(body, key, value)
+                if written is not None:
+                    written[".".join(key)] = _explain(row)
+            for edit in mapping.edits:
+                edit(body, self._hash_key, written)
             items.append(HeapItem(mapping.endpoint, body, index))
+            if trace is not None and written is not None:
+                trace.append(written)
         return items
+
+
+def _explain(row: Row) -> str:
+    return f"{row.label} <- {row.source} [{row.origin}]"

@@ -1,9 +1,10 @@
 """Loading playbooks: the bundled default, then overrides from a file and from SSM text.
 
 Overrides merge onto the default section by section and event by event: ``params`` and
-``rules`` key by key, ``global`` rows by output key (same key replaces, new keys are added),
-``events`` by event name (matched ignoring case and separators; ``null`` removes a mapping),
-``default`` as a whole.
+``rules`` key by key; ``global`` request rows by output key, item rows by output key and
+endpoint (``_merge_item_rows``), edits by the object they edit (``null`` removes one);
+``events`` by event name (matched ignoring case and separators; ``null`` removes a mapping);
+``default`` as a whole. Removing what is not there is refused: it would change nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from heap_forwarder.mapping.playbook import (
+    ENDPOINTS_BY_NAME,
+    Origins,
     Playbook,
     PlaybookError,
     compile_playbook,
@@ -54,25 +57,73 @@ def read_document(path: Path) -> Any:
     return parse_text(text, str(path))
 
 
-def _merge_rows(base: list[Any], override: list[Any]) -> list[Any]:
-    merged = list(base)
-    positions = {row.get("key"): i for i, row in enumerate(merged) if isinstance(row, dict)}
+def _removes(row: dict[str, Any]) -> bool:
+    return "value" in row and row["value"] is None and not any(k in row for k in ("from", "param", "expr"))
+
+
+def _merge_request_rows(base: list[Any], origins: list[str], override: list[Any], source: str) -> None:
+    """Request rows: a row replaces the row with the same key; new keys are added."""
+    positions = {row.get("key"): i for i, row in enumerate(base) if isinstance(row, dict)}
     for row in override:
         key = row.get("key") if isinstance(row, dict) else None
         if key in positions:
-            merged[positions[key]] = row
+            base[positions[key]] = deepcopy(row)
+            origins[positions[key]] = source
         else:
-            positions[key] = len(merged)
-            merged.append(row)
-    return merged
+            positions[key] = len(base)
+            base.append(deepcopy(row))
+            origins.append(source)
 
 
-def merge(base: dict[str, Any], override: Any, source: str) -> dict[str, Any]:
-    """Merge an override document onto ``base`` (a copy is returned; inputs are not changed)."""
+def _merge_item_rows(base: list[Any], origins: list[str], override: list[Any], source: str) -> None:
+    """Global item rows: a row replaces the rows with the same key on its endpoints; a row
+    that names no endpoints applies where the rows it replaces applied (everywhere when it
+    replaces none). A ``value: null`` row that replaced a row has done its job; one that
+    replaced none stays, to remove the key from the objects rows produce."""
+    for row in override:
+        if not isinstance(row, dict) or not isinstance(row.get("key"), str):
+            base.append(deepcopy(row))
+            origins.append(source)
+            continue
+        given = row.get("endpoints")
+        given_set = set(given) if isinstance(given, list) else None
+        replaced: set[str] = set()
+        kept_rows: list[Any] = []
+        kept_origins: list[str] = []
+        for existing, origin in zip(base, origins, strict=True):
+            if isinstance(existing, dict) and existing.get("key") == row["key"]:
+                had = existing.get("endpoints")
+                had_list = list(had) if isinstance(had, list) else list(ENDPOINTS_BY_NAME)
+                left = [] if given_set is None else [e for e in had_list if e not in given_set]
+                replaced.update(e for e in had_list if e not in left)
+                if not left:
+                    continue
+                if len(left) != len(had_list):
+                    kept_rows.append({**existing, "endpoints": left})
+                    kept_origins.append(origin)
+                    continue
+            kept_rows.append(existing)
+            kept_origins.append(origin)
+        base[:] = kept_rows
+        origins[:] = kept_origins
+        if replaced and _removes(row):
+            continue
+        added = deepcopy(row)
+        if given is None and replaced and replaced != set(ENDPOINTS_BY_NAME):
+            added["endpoints"] = [e for e in ENDPOINTS_BY_NAME if e in replaced]
+        base.append(added)
+        origins.append(source)
+
+
+def merge(base: dict[str, Any], override: Any, source: str, origins: Origins | None = None) -> dict[str, Any]:
+    """Merge an override document onto ``base`` (a copy is returned; inputs are not changed).
+    ``origins``, when given, is updated to say which source each part now comes from."""
     if not isinstance(override, dict):
         raise PlaybookError(
             source, [f"an override is a mapping at the top level, not {type(override).__name__}"]
         )
+    origins = origins if origins is not None else Origins()
+    problems: list[str] = []
     merged = deepcopy(base)
     for section, value in override.items():
         current = merged.get(section)
@@ -80,19 +131,102 @@ def merge(base: dict[str, Any], override: Any, source: str) -> dict[str, Any]:
             current.update(value)
         elif section == "global" and isinstance(value, dict) and isinstance(current, dict):
             for part, rows in value.items():
+                if part in ("request", "item") and isinstance(rows, list):
+                    current.setdefault(part, [])
+                elif part == "edit" and isinstance(rows, dict):
+                    current.setdefault(part, {})
                 existing = current.get(part)
-                if isinstance(rows, list) and isinstance(existing, list):
-                    current[part] = _merge_rows(existing, rows)
+                if part == "request" and isinstance(rows, list) and isinstance(existing, list):
+                    _merge_request_rows(existing, _fit(origins.request, existing), rows, source)
+                elif part == "item" and isinstance(rows, list) and isinstance(existing, list):
+                    _merge_item_rows(existing, _fit(origins.item, existing), rows, source)
+                elif part == "edit" and isinstance(rows, dict) and isinstance(existing, dict):
+                    for target, edit in rows.items():
+                        if edit is None:
+                            if existing.pop(target, None) is None:
+                                problems.append(
+                                    f"global.edit.{target}: null removes an edit, but there is none"
+                                )
+                            origins.edit.pop(target, None)
+                        else:
+                            existing[target] = deepcopy(edit)
+                            origins.edit[target] = source
                 else:
-                    current[part] = rows
+                    current[part] = deepcopy(rows)
+                    _claim(origins, part, rows, source)
         elif section == "events" and isinstance(value, dict) and isinstance(current, dict):
             by_key = {event_key(name): name for name in current}
             for name, mapping in value.items():
-                current.pop(by_key.get(event_key(name), name), None)
-                current[name] = mapping
+                old: str = by_key.get(event_key(name)) or name
+                if mapping is None and current.get(old) is None:
+                    problems.append(f"events.{name}: null removes a mapping, but there is none for {name}")
+                    continue
+                current.pop(old, None)
+                origins.events.pop(old, None)
+                if mapping is None:
+                    continue
+                current[name] = deepcopy(mapping)
+                origins.events[name] = source
         else:
             merged[section] = deepcopy(value)
+            if section == "default":
+                origins.default = source
+            elif section == "global":
+                for part, rows in (value or {}).items() if isinstance(value, dict) else ():
+                    _claim(origins, part, rows, source)
+            elif section == "events" and isinstance(value, dict):
+                origins.events = dict.fromkeys(value, source)
+    if problems:
+        raise PlaybookError(source, problems)
     return merged
+
+
+def _fit(origins: list[str], rows: list[Any]) -> list[str]:
+    # Origins not tracked so far (a document merged without them) came from the base.
+    origins.extend([DEFAULT_PLAYBOOK_NAME] * (len(rows) - len(origins)))
+    return origins
+
+
+def _claim(origins: Origins, part: str, rows: Any, source: str) -> None:
+    if part == "request" and isinstance(rows, list):
+        origins.request[:] = [source] * len(rows)
+    elif part == "item" and isinstance(rows, list):
+        origins.item[:] = [source] * len(rows)
+    elif part == "edit" and isinstance(rows, dict):
+        origins.edit.clear()
+        origins.edit.update(dict.fromkeys(rows, source))
+
+
+def default_origins(document: dict[str, Any]) -> Origins:
+    """Every part of the bundled playbook comes from its file."""
+    section = document.get("global") or {}
+    return Origins(
+        request=[DEFAULT_PLAYBOOK_NAME] * len(section.get("request") or []),
+        item=[DEFAULT_PLAYBOOK_NAME] * len(section.get("item") or []),
+        edit=dict.fromkeys(section.get("edit") or {}, DEFAULT_PLAYBOOK_NAME),
+        events=dict.fromkeys(document.get("events") or {}, DEFAULT_PLAYBOOK_NAME),
+        default=DEFAULT_PLAYBOOK_NAME,
+    )
+
+
+def merged_document(
+    file: Path | None = None,
+    parameter_text: str | None = None,
+    parameter_name: str = "MAPPING_PARAMETER",
+) -> tuple[dict[str, Any], str, Origins]:
+    """The default playbook with the file's and then the SSM parameter's overrides merged on:
+    the document, its sources (``a + b``) and where each part came from."""
+    document = default_document()
+    origins = default_origins(document)
+    sources = [DEFAULT_PLAYBOOK_NAME]
+    if file is not None:
+        document = merge(document, read_document(file), str(file), origins)
+        sources.append(str(file))
+    if parameter_text is not None and parameter_text.strip():
+        source = f"SSM parameter {parameter_name}"
+        document = merge(document, parse_text(parameter_text, source), source, origins)
+        sources.append(source)
+    return document, " + ".join(sources), origins
 
 
 def build_playbook(
@@ -101,17 +235,8 @@ def build_playbook(
     parameter_name: str = "MAPPING_PARAMETER",
 ) -> Playbook:
     """The default playbook with the file's and then the SSM parameter's overrides merged on."""
-    document = default_document()
-    sources = [DEFAULT_PLAYBOOK_NAME]
-    if file is not None:
-        document = merge(document, read_document(file), str(file))
-        sources.append(str(file))
-    if parameter_text is not None and parameter_text.strip():
-        source = f"SSM parameter {parameter_name}"
-        document = merge(document, parse_text(parameter_text, source), source)
-        sources.append(source)
-    source = " + ".join(sources)
-    return compile_playbook(validate_document(document, source), source)
+    document, source, origins = merged_document(file, parameter_text, parameter_name)
+    return compile_playbook(validate_document(document, source), source, origins)
 
 
 class PlaybookHolder:

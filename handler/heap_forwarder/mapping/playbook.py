@@ -3,9 +3,11 @@
 A playbook has MetaRouter's structure:
 
 - ``params``: connection parameters (``MY_APP_ID`` ...) that rows may reference;
-- ``global``: ``request`` rows (request-level fields such as ``app_id``) and ``item`` rows
-  applied to every Heap item whose key the event's own mapping did not set;
-- ``events``: event-specific mappings keyed by event name, matched ignoring case and separators;
+- ``global``: ``request`` rows (request-level fields such as ``app_id``), ``item`` rows for
+  every Heap item of their endpoints unless the event's own mapping states the same key, and
+  ``edit``: property operations on the objects the rows produce (``mapping/edits.py``);
+- ``events``: event-specific mappings keyed by event name, matched ignoring case and separators:
+  only what differs from the global rows, plus their own edits;
 - ``default``: the mapping for any other track event;
 - ``rules``: how Heap's value rules are met (nested objects, arrays).
 
@@ -20,6 +22,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Annotated, Any, Literal, NamedTuple
 
 import jmespath
@@ -27,6 +30,7 @@ import jmespath.exceptions
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from heap_forwarder.heap.items import Endpoint
+from heap_forwarder.mapping.edits import Edit, compile_edit
 from heap_forwarder.mapping.transforms import Transform, TransformError, build_transform
 
 ENDPOINTS_BY_NAME = {
@@ -73,11 +77,40 @@ class RowSpec(_Strict):
     )
     description: str | None = None
 
+    @property
+    def removes(self) -> bool:
+        """``value: null`` and no other input: the row removes its key (see docs/mapping.md)."""
+        return (
+            "value" in self.model_fields_set
+            and self.value is None
+            and self.from_ is None
+            and self.param is None
+            and self.expr is None
+        )
+
+
+class EditSpec(_Strict):
+    """Property operations on one object the rows produce, applied in this order."""
+
+    rename: dict[str, str] = Field(default_factory=dict, description="Move keys: {old: new}.")
+    drop: list[str] = Field(default_factory=list, description="Remove keys, by name or pattern.")
+    keep: list[str] | None = Field(None, description="Remove every key matching none of these.")
+    set_: dict[str, Any] = Field(default_factory=dict, alias="set", description="Put static values.")
+    default: dict[str, Any] = Field(default_factory=dict, description="Put static values where missing.")
+    hash: list[str] = Field(
+        default_factory=list, description="HMAC-SHA-256 these keys' values with the hash key."
+    )
+    endpoints: list[EndpointName] | None = Field(
+        None, description="Global edits only: the endpoints the edit applies to (default: all)."
+    )
+    description: str | None = None
+
 
 class RequestSpec(_Strict):
-    endpoint: EndpointName
+    endpoint: EndpointName = "track"
     when: str | None = Field(None, description="A path: the item is made only when it has a value.")
-    rows: list[RowSpec]
+    rows: list[RowSpec] = Field(default_factory=list)
+    edit: dict[str, EditSpec] = Field(default_factory=dict)
     description: str | None = None
 
 
@@ -90,6 +123,7 @@ class ParamSpec(_Strict):
 class GlobalSpec(_Strict):
     request: list[RowSpec] = Field(default_factory=list)
     item: list[RowSpec] = Field(default_factory=list)
+    edit: dict[str, EditSpec] = Field(default_factory=dict)
 
 
 class RulesSpec(_Strict):
@@ -235,6 +269,7 @@ class Row(NamedTuple):
     required: bool
     label: str
     source: str  # what the row reads, for error messages
+    origin: str = ""  # the file (or SSM parameter) the row came from, for `preview --explain`
 
     def evaluate(self, view: EventView) -> Any:
         value = self.read(view)
@@ -243,16 +278,40 @@ class Row(NamedTuple):
         return value
 
 
-class GlobalRow(NamedTuple):
+class Mode(IntEnum):
+    """How a step writes its key into a Heap body."""
+
+    SET = 0  # the event's own row: writes its value
+    FILL = 1  # a global row: writes only where nothing is yet
+    REMOVE = 2  # `value: null`: removes the key (before the deeper keys are written)
+
+
+class Step(NamedTuple):
     row: Row
-    endpoints: frozenset[Endpoint]
+    mode: Mode
 
 
 class RequestMapping(NamedTuple):
+    """One Heap request an event makes: its steps (the global rows for its endpoint that the
+    mapping does not restate, and its own rows; by depth: objects before the keys written into
+    them), then its edits (global ones first)."""
+
     endpoint: Endpoint
     when: Reader | None
-    rows: tuple[Row, ...]
+    steps: tuple[Step, ...]
+    edits: tuple[Edit, ...]
     label: str
+
+
+@dataclass
+class Origins:
+    """Which source each part of a merged playbook came from (``loader.merge`` keeps it)."""
+
+    request: list[str] = field(default_factory=list)  # per global.request row, by index
+    item: list[str] = field(default_factory=list)  # per global.item row, by index
+    edit: dict[str, str] = field(default_factory=dict)  # per global edit target
+    events: dict[str, str] = field(default_factory=dict)  # per event mapping name
+    default: str = ""
 
 
 @dataclass(frozen=True)
@@ -262,41 +321,71 @@ class Playbook:
     spec: PlaybookSpec
     source: str
     request_rows: tuple[Row, ...]
-    item_rows: tuple[GlobalRow, ...]
     events: dict[str, tuple[RequestMapping, ...]] = field(default_factory=dict)
     default: tuple[RequestMapping, ...] = ()
+    uses_hash: bool = False  # an edit hashes values: the deployment needs a hash key
 
     @property
     def rules(self) -> RulesSpec:
         return self.spec.rules
 
 
+def _endpoints(names: list[EndpointName] | None) -> frozenset[Endpoint]:
+    """The endpoints a global row or edit names (all of them when it names none)."""
+    return frozenset(ENDPOINTS_BY_NAME[n] for n in names) if names else frozenset(ENDPOINTS_BY_NAME.values())
+
+
+def _inside(inner: tuple[str, ...], outer: tuple[str, ...]) -> bool:
+    """``inner`` is a key within the object ``outer`` (``properties.plan`` in ``properties``)."""
+    return len(inner) > len(outer) and inner[: len(outer)] == outer
+
+
+def _nested(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """One key is the other or inside it (``properties`` and ``properties.email``)."""
+    shorter = min(len(a), len(b))
+    return a[:shorter] == b[:shorter]
+
+
+class _GlobalRow(NamedTuple):
+    row: Row
+    endpoints: frozenset[Endpoint]
+    removes: bool
+    from_override: bool
+
+
 class _Compiler:
-    def __init__(self, spec: PlaybookSpec, source: str) -> None:
+    def __init__(self, spec: PlaybookSpec, source: str, origins: Origins | None) -> None:
         self.spec = spec
         self.source = source
+        self.origins = origins or Origins()
+        self.default_origin = source.split(" + ", maxsplit=1)[0]
         self.problems: list[str] = []
+        self.uses_hash = False
+        self.landed: set[int] = set()  # global rows and edits that reach at least one mapping
+
+    def origin(self, found: str | None) -> str:
+        return found or self.default_origin
 
     def compile(self) -> Playbook:
         request_rows = []
         for i, spec in enumerate(self.spec.global_.request):
             label = f"global.request[{i}]"
+            origin = self.origin(self.origins.request[i] if i < len(self.origins.request) else None)
             if spec.from_ is not None or spec.expr is not None:
                 self.problems.append(
                     f"{label} ({spec.key}): request rows take a param or a value, not event data (from/expr)"
                 )
-            elif row := self.row(spec, label):
-                request_rows.append(row)
-        item_rows: list[GlobalRow] = []
-        for i, spec in enumerate(self.spec.global_.item):
-            item_row = self.row(spec, f"global.item[{i}]")
-            if item_row is not None:
-                endpoints = (
-                    [ENDPOINTS_BY_NAME[n] for n in spec.endpoints]
-                    if spec.endpoints
-                    else ENDPOINTS_BY_NAME.values()
+            elif spec.removes:
+                self.problems.append(
+                    f"{label} ({spec.key}): request fields cannot be removed (value: null); "
+                    "Heap needs app_id on every request"
                 )
-                item_rows.append(GlobalRow(item_row, frozenset(endpoints)))
+            elif spec.endpoints is not None:
+                self.problems.append(f"{label} ({spec.key}): endpoints is for global item rows only")
+            elif row := self.row(spec, label, origin):
+                request_rows.append(row)
+        self.global_rows = self.compile_global_rows()
+        self.global_edits = self.compile_global_edits()
         events: dict[str, tuple[RequestMapping, ...]] = {}
         seen: dict[str, str] = {}
         for name, event_spec in self.spec.events.items():
@@ -308,28 +397,191 @@ class _Compiler:
                 )
             seen[key] = name
             if event_spec is not None:
-                events[key] = self.event(event_spec, f"events.{name}")
-        default = self.event(self.spec.default, "default") if self.spec.default is not None else ()
+                events[key] = self.event(event_spec, f"events.{name}", self.origins.events.get(name))
+        default = (
+            self.event(self.spec.default, "default", self.origins.default)
+            if self.spec.default is not None
+            else ()
+        )
+        self.report_what_lands_nowhere()
         if self.problems:
             raise PlaybookError(self.source, self.problems)
-        return Playbook(self.spec, self.source, tuple(request_rows), tuple(item_rows), events, default)
+        return Playbook(self.spec, self.source, tuple(request_rows), events, default, self.uses_hash)
 
-    def event(self, spec: EventSpec, label: str) -> tuple[RequestMapping, ...]:
+    def compile_global_rows(self) -> list[_GlobalRow]:
+        compiled: list[_GlobalRow] = []
+        for i, spec in enumerate(self.spec.global_.item):
+            found = self.origins.item[i] if i < len(self.origins.item) else None
+            row = self.row(spec, f"global.item[{i}]", self.origin(found))
+            if row is None:
+                continue
+            endpoints = _endpoints(spec.endpoints)
+            for other in compiled:
+                if other.row.key == row.key and other.endpoints & endpoints:
+                    both = ", ".join(sorted(str(e) for e in other.endpoints & endpoints))
+                    self.problems.append(
+                        f"{row.label}: {other.row.label} already maps this key for {both}; "
+                        "give each row its own endpoints"
+                    )
+            removes = spec.removes
+            from_override = found is not None and found != self.default_origin
+            compiled.append(_GlobalRow(row, endpoints, removes, from_override))
+        return compiled
+
+    def compile_global_edits(self) -> list[tuple[tuple[str, ...], frozenset[Endpoint], Edit, str, bool]]:
+        compiled = []
+        for target, spec in self.spec.global_.edit.items():
+            found = self.origins.edit.get(target)
+            label = f"global.edit.{target}"
+            edit = self.edit(target, spec, label, self.origin(found))
+            if edit is None:
+                continue
+            endpoints = _endpoints(spec.endpoints)
+            from_override = found is not None and found != self.default_origin
+            compiled.append((tuple(target.split(".")), endpoints, edit, label, from_override))
+        return compiled
+
+    def event(self, spec: EventSpec, label: str, origin: str | None) -> tuple[RequestMapping, ...]:
         compiled = []
         for i, request in enumerate(spec):
             request_label = f"{label}[{i}]" if len(spec) > 1 else label
-            rows = tuple(
-                r for j, s in enumerate(request.rows) if (r := self.row(s, f"{request_label}.rows[{j}]"))
-            )
-            keys = [r.key for r in rows]
-            for duplicate in {k for k in keys if keys.count(k) > 1}:
-                self.problems.append(f"{request_label}: output key {'.'.join(duplicate)!r} is mapped twice")
-            when = _lookup(tuple(request.when.split("."))) if request.when else None
-            compiled.append(RequestMapping(ENDPOINTS_BY_NAME[request.endpoint], when, rows, request_label))
+            compiled.append(self.request(request, request_label, self.origin(origin)))
         return tuple(compiled)
 
-    def row(self, spec: RowSpec, label: str) -> Row | None:
+    def request(self, request: RequestSpec, label: str, origin: str) -> RequestMapping:
+        endpoint = ENDPOINTS_BY_NAME[request.endpoint]
+        own: list[tuple[Row, bool]] = []
+        for j, spec in enumerate(request.rows):
+            row_label = f"{label}.rows[{j}]"
+            if spec.endpoints is not None:
+                self.problems.append(
+                    f"{row_label} ({spec.key}): endpoints is for global item rows only; "
+                    f"this mapping's endpoint is {request.endpoint}"
+                )
+                continue
+            if row := self.row(spec, row_label, origin):
+                own.append((row, spec.removes))
+        keys = [row.key for row, _ in own]
+        for duplicate in sorted({k for k in keys if keys.count(k) > 1}):
+            self.problems.append(f"{label}: output key {'.'.join(duplicate)!r} is mapped twice")
+        stated = set(keys)
+        steps: list[Step] = []
+        global_removals: list[tuple[int, Row]] = []
+        shadowed: set[tuple[str, ...]] = set()
+        for n, global_row in enumerate(self.global_rows):
+            if endpoint not in global_row.endpoints:
+                continue
+            if global_row.row.key in stated:
+                shadowed.add(global_row.row.key)  # the event's own row wins
+            elif global_row.removes:
+                global_removals.append((n, global_row.row))
+            else:
+                self.landed.add(n)
+                row = global_row.row
+                if row.required and any(_inside(k, row.key) for k in stated):
+                    # The mapping's own rows build this object: the global row may add to it,
+                    # but its input is no longer required (`properties.plan` on add_user_properties).
+                    row = row._replace(required=False)
+                steps.append(Step(row, Mode.FILL))
+        steps += [Step(row, Mode.SET) for row, removes in own if not removes]
+        # Objects before the keys written into them: `properties` then `properties.name`.
+        steps.sort(key=lambda step: len(step.row.key))
+        produced = [step.row.key for step in steps]
+        for n, row in global_removals:
+            if any(_nested(row.key, k) for k in produced):
+                self.landed.add(n)
+                steps.append(Step(row, Mode.REMOVE))
+        for row, removes in own:
+            if not removes:
+                continue
+            if not (row.key in shadowed or any(_nested(row.key, k) for k in produced)):
+                self.problems.append(
+                    f"{row.label}: value: null removes {'.'.join(row.key)!r}, but no row "
+                    "of this mapping or of the global section sets it"
+                )
+            steps.append(Step(row, Mode.REMOVE))
+        # Objects before the keys in them, a removal before what is written at its depth:
+        # `properties: null` then `properties.total` sends a properties object of total alone.
+        steps.sort(key=lambda step: (len(step.row.key), step.mode is not Mode.REMOVE))
+        edits: list[Edit] = []
+        for n, (target, endpoints, edit, _label, _override) in enumerate(self.global_edits):
+            if endpoint in endpoints and any(_nested(target, k) for k in produced):
+                self.landed.add(-1 - n)
+                edits.append(edit)
+        for target_text, edit_spec in request.edit.items():
+            edit_label = f"{label}.edit.{target_text}"
+            if edit_spec.endpoints is not None:
+                self.problems.append(f"{edit_label}: endpoints is for global edits only")
+                continue
+            target = tuple(target_text.split("."))
+            if not any(_nested(target, k) for k in produced):
+                self.problems.append(
+                    f"{edit_label}: no row of this mapping produces {target_text!r}"
+                    + _TRAITS_HINT * (target[0] == "traits")
+                )
+                continue
+            if own_edit := self.edit(target_text, edit_spec, edit_label, origin):
+                edits.append(own_edit)
+        when = _lookup(tuple(request.when.split("."))) if request.when else None
+        return RequestMapping(endpoint, when, tuple(steps), tuple(edits), label)
+
+    def report_what_lands_nowhere(self) -> None:
+        """An override's global row or edit that no mapping uses would change nothing: refused."""
+        for n, global_row in enumerate(self.global_rows):
+            if global_row.from_override and n not in self.landed:
+                what = "value: null removes it from" if global_row.removes else "it applies to"
+                self.problems.append(
+                    f"{global_row.row.label}: {what} no mapping (every mapping of its endpoints "
+                    "sets the key itself, or none produces the object it is in)"
+                )
+        for n, (_target, _endpoints, _edit, label, from_override) in enumerate(self.global_edits):
+            if from_override and -1 - n not in self.landed:
+                hint = _TRAITS_HINT if _target[0] == "traits" else ""
+                self.problems.append(f"{label}: no mapping of its endpoints produces this object{hint}")
+
+    def edit(self, target: str, spec: EditSpec, label: str, origin: str) -> Edit | None:
+        parts = target.split(".")
+        if any(not part for part in parts):
+            self.problems.append(f"{label}: the target needs a dotted key like properties, got {target!r}")
+            return None
+        empty = [name for name, value in (("rename to", spec.rename.values()),) if any(not v for v in value)]
+        if empty:
+            self.problems.append(f"{label}: rename needs a new name for every key")
+            return None
+        if not (spec.rename or spec.drop or spec.keep is not None or spec.set_ or spec.default or spec.hash):
+            self.problems.append(f"{label}: no operation (rename, drop, keep, set, default, hash)")
+            return None
+        if spec.hash:
+            self.uses_hash = True
+        return compile_edit(
+            tuple(parts),
+            rename=spec.rename,
+            drop=spec.drop,
+            keep=spec.keep,
+            set_=spec.set_,
+            default=spec.default,
+            hash_=spec.hash,
+            label=f"{label} ({origin})",
+        )
+
+    def row(self, spec: RowSpec, label: str, origin: str) -> Row | None:
         label = f"{label} ({spec.key})"
+        if spec.removes:
+            extras = [
+                name
+                for name, present in (
+                    ("required", spec.required),
+                    ("transforms", bool(spec.transforms)),
+                    ("otherwise", spec.otherwise is not None),
+                )
+                if present
+            ]
+            if extras:
+                self.problems.append(
+                    f"{label}: value: null removes the key, so {', '.join(extras)} would never apply"
+                )
+                return None
+            return Row(tuple(spec.key.split(".")), _constant(None), (), False, label, "value null", origin)
         inputs = [
             n
             for n, present in (
@@ -383,7 +635,11 @@ class _Compiler:
                 transforms.append(build_transform(t))
             except ValueError as error:
                 self.problems.append(f"{label}: {error}")
-        return Row(tuple(spec.key.split(".")), reader, tuple(transforms), spec.required, label, source)
+        key = tuple(spec.key.split("."))
+        return Row(key, reader, tuple(transforms), spec.required, label, source, origin)
+
+
+_TRAITS_HINT = "; identify's and group's traits reach Heap as the properties object: edit properties"
 
 
 class _ParamReader:
@@ -401,9 +657,7 @@ class _ParamReader:
 def bind_params(row: Row, values: Mapping[str, str | None]) -> Row:
     """Replace a param reader by the parameter's value (done once, when the mapper is made)."""
     if isinstance(row.read, _ParamReader):
-        return Row(
-            row.key, _constant(values.get(row.read.name)), row.transforms, row.required, row.label, row.source
-        )
+        return row._replace(read=_constant(values.get(row.read.name)))
     return row
 
 
@@ -430,5 +684,5 @@ def _describe(detail: Any) -> str:
     return f"{where or '(top)'}: {detail['msg']}"
 
 
-def compile_playbook(spec: PlaybookSpec, source: str) -> Playbook:
-    return _Compiler(spec, source).compile()
+def compile_playbook(spec: PlaybookSpec, source: str, origins: Origins | None = None) -> Playbook:
+    return _Compiler(spec, source, origins).compile()

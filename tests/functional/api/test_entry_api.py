@@ -26,7 +26,7 @@ from api_support import (
     request_event,
     track,
 )
-from heap_forwarder.edge import api_contract, api_request
+from heap_forwarder.edge import api_contract, ingest
 from heap_forwarder.edge.api_contract import MAX_EVENTS_PER_REQUEST
 from heap_forwarder.entry import api as entry
 from heap_forwarder.inbound import normalise_timestamp
@@ -605,13 +605,13 @@ def test_a_small_gzip_request_of_too_many_events_is_413_before_any_event_is_comp
     event = request_event("/v1/batch", data=empty_events_batch(count), gzip=True)
     assert len(event["body"]) < 1_000  # base64 of the gzip
     completed: list[Any] = []
-    complete_event = api_request.complete_event
+    complete_event = ingest.complete_event
 
     def spy(*args: Any, **kwargs: Any) -> dict[str, Any]:
         completed.append(args[0])
         return complete_event(*args, **kwargs)
 
-    monkeypatch.setattr(api_request, "complete_event", spy)
+    monkeypatch.setattr(ingest, "complete_event", spy)
 
     # When it is posted
     answer = api.invoke(event)

@@ -15,7 +15,7 @@ import pytest
 import urllib3
 
 from heap_forwarder.edge.consumer import BackoffPolicy, Consumer
-from heap_forwarder.edge.dlq import DeadLetterWriter
+from heap_forwarder.edge.letters import DeadLetterWriter
 from heap_forwarder.edge.observability import logger, metrics
 from heap_forwarder.heap.client import DeliverySettings, HeapClient
 from heap_forwarder.heap.transport import new_pool

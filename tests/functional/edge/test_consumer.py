@@ -19,7 +19,7 @@ from dlq_faults import RefusingSqs
 from heap_forwarder.edge.api_contract import MAX_EVENTS_PER_REQUEST
 from heap_forwarder.edge.config import ConfigurationError, Settings
 from heap_forwarder.edge.consumer import MAX_EVENTS_PER_RECORD, BackoffPolicy, read_records
-from heap_forwarder.edge.dlq import DeadLetterWriter
+from heap_forwarder.edge.letters import DeadLetterWriter
 from heap_forwarder.edge.parameters import ParameterStore
 from heap_forwarder.edge.runtime import Runtime
 from heap_forwarder.heap.client import HeapClient
@@ -726,7 +726,7 @@ def test_dead_letters_are_not_written_past_the_invocations_time(aws, emulator, m
     import time
 
     from heap_forwarder.edge.consumer import LETTER_MIN_SECONDS
-    from heap_forwarder.edge.dlq import DeadLetterWriter
+    from heap_forwarder.edge.letters import DeadLetterWriter
 
     class SlowSqs:
         def __init__(self, sqs: Any) -> None:

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from dlq_faults import RefusingSqs
 
-from heap_forwarder.edge import dlq
-from heap_forwarder.edge.dlq import DeadLetter, DeadLetterWriter
+from heap_forwarder.edge import letters as letters_module
+from heap_forwarder.edge.letters import DeadLetter, DeadLetterWriter
 from heap_forwarder.outcome import ErrorClass
 from heap_forwarder_tools import redrive as redrive_module
 from heap_forwarder_tools.cli import main
@@ -90,9 +90,9 @@ def queues(aws_env: None) -> Iterator[Queues]:
 
 # ---------------------------------------------------------------------------------- the basics
 def test_reads_the_attributes_the_dlq_writer_writes() -> None:
-    assert redrive_module.ATTR_ERROR_CLASS == dlq.ATTR_ERROR_CLASS
-    assert redrive_module.ATTR_REASON == dlq.ATTR_REASON
-    assert redrive_module.ATTR_LETTER_ID == dlq.ATTR_LETTER_ID
+    assert redrive_module.ATTR_ERROR_CLASS == letters_module.ATTR_ERROR_CLASS
+    assert redrive_module.ATTR_REASON == letters_module.ATTR_REASON
+    assert redrive_module.ATTR_LETTER_ID == letters_module.ATTR_LETTER_ID
     assert set(REASON_CLASSES) == {str(c) for c in ErrorClass if c is not ErrorClass.NONE} | {"unknown"}
 
 

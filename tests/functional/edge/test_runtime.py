@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from heap_forwarder.edge.config import Settings
 from heap_forwarder.edge.runtime import build_runtime
-from heap_forwarder.outcome import ErrorClass
+from heap_forwarder.outcome import ErrorClass, Fate
 
 NAME = "/heap-forwarder/app-id"
 
@@ -57,3 +57,74 @@ def test_the_new_app_id_is_the_one_redacted_from_heaps_texts(aws, emulator, kit)
     assert outcome.error_class is ErrorClass.CONFIG_FAULT
     assert outcome.detail.endswith("postBody.app_id: <app_id> is not enabled")
     assert kit.SECRET_APP_ID not in outcome.reason + outcome.detail
+
+
+# ---------------------------------------------------------------------------------------------
+# The hash key: a SecureString named by HASH_KEY_PARAMETER, read only when the playbook hashes
+
+HASH_KEY_NAME = "/heap-forwarder/hash-key"
+HASH_KEY = "s3cret-hash-key-never-logged"
+HASHING = "global: {edit: {properties: {hash: [email]}}}\n"
+
+
+def _hashing_settings(emulator, tmp_path, hash_key_parameter: str | None) -> Settings:
+    override = tmp_path / "hashing.yaml"
+    override.write_text(HASHING)
+    return Settings(
+        HEAP_APP_ID_PARAMETER=NAME,
+        HEAP_API_URL=emulator.url,
+        MAPPING_FILE=str(override),
+        HASH_KEY_PARAMETER=hash_key_parameter,
+    )
+
+
+def test_the_hash_key_is_read_from_its_secure_string(
+    aws, emulator, make_consumer, *, kit, tmp_path, logs
+) -> None:
+    import hashlib
+    import hmac
+
+    aws.ssm.put_parameter(Name=HASH_KEY_NAME, Value=HASH_KEY, Type="SecureString")
+    runtime = build_runtime(_hashing_settings(emulator, tmp_path, HASH_KEY_NAME))
+    consumer = make_consumer(pipeline_factory=runtime.pipeline)
+    event = kit.track(1)
+    event["properties"] = {"email": "ada@example.com", "plan": "pro"}
+    assert consumer.handle(aws.lambda_event(kit.body(event)), 30.0) == {"batchItemFailures": []}
+    [stored] = emulator.tracked_events()
+    expected = hmac.new(HASH_KEY.encode(), b"ada@example.com", hashlib.sha256).hexdigest()
+    assert stored["properties"]["email"] == expected
+    assert stored["properties"]["plan"] == "pro"
+    assert HASH_KEY not in logs.text()
+
+
+def test_a_playbook_that_hashes_without_a_hash_key_parameter_retries_every_record(
+    aws, emulator, make_consumer, *, kit, tmp_path, logs
+) -> None:
+    runtime = build_runtime(_hashing_settings(emulator, tmp_path, None))
+    consumer = make_consumer(pipeline_factory=runtime.pipeline)
+    event = kit.track(1)
+    response = consumer.handle(aws.lambda_event(kit.body(event)), 30.0)
+    assert len(response["batchItemFailures"]) == 1  # retried, not dropped, not sent unhashed
+    assert emulator.tracked_events() == []
+    assert "HASH_KEY_PARAMETER is not set" in logs.text()
+
+
+def test_a_hash_key_that_cannot_be_read_retries_every_record(
+    aws, emulator, make_consumer, kit, tmp_path
+) -> None:
+    runtime = build_runtime(_hashing_settings(emulator, tmp_path, "/heap-forwarder/missing-key"))
+    consumer = make_consumer(pipeline_factory=runtime.pipeline)
+    response = consumer.handle(aws.lambda_event(kit.body(kit.track(1))), 30.0)
+    assert len(response["batchItemFailures"]) == 1
+    assert emulator.tracked_events() == []
+
+
+def test_no_hash_key_is_read_when_the_playbook_does_not_hash(aws, emulator, kit) -> None:
+    settings = Settings(
+        HEAP_APP_ID_PARAMETER=NAME,
+        HEAP_API_URL=emulator.url,
+        HASH_KEY_PARAMETER="/heap-forwarder/missing-key",
+    )
+    pipeline = build_runtime(settings).pipeline()  # the missing parameter is never asked for
+    [outcome] = pipeline.deliver(pipeline.prepare([kit.track(1)]))
+    assert outcome.fate is Fate.DELIVERED

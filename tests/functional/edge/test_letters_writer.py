@@ -1,4 +1,5 @@
-"""The dead-letter writer on moto's SQS: every letter says why it is there, and a write never raises."""
+"""The dead-letter writer (edge/letters.py) on moto's SQS: each letter says why it is there;
+a write never raises."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import pytest
 from dlq_faults import RefusingSqs
 
-from heap_forwarder.edge.dlq import MAX_BODY_BYTES, MAX_REASON, DeadLetter, DeadLetterWriter
+from heap_forwarder.edge.letters import MAX_BODY_BYTES, MAX_REASON, DeadLetter, DeadLetterWriter
 from heap_forwarder.outcome import ErrorClass
 
 ATTRIBUTES = {"ErrorClass", "Reason", "SourceRecordId", "FirstSeen", "EntryPoint"}

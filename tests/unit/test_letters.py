@@ -1,4 +1,5 @@
-"""The settle step both entry points share: letters, the ones SQS did not take, log lines."""
+"""The settle step both entry points share (edge/letters.py): letters, the ones SQS did not
+take, log lines."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import io
 import json
 from collections.abc import Sequence
 
-from heap_forwarder.edge.dlq import DeadLetter
-from heap_forwarder.edge.settle import API, SQS, Refusal, settle
+from heap_forwarder.edge.letters import API, SQS, DeadLetter, Refusal, settle
 from heap_forwarder.outcome import ErrorClass, rejected
 
 SECRET = "leaky.person@example.com"

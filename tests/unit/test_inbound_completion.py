@@ -1,4 +1,4 @@
-"""One completion rule for both entry points (``edge/completion.py`` ``fill``).
+"""One completion rule for both entry points (``inbound.py`` ``fill``).
 
 The API completes an event from its request (``complete_event``: the request's time, a new
 UUID); the consumer completes it from its SQS record (``read_records``: the record's
@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from heap_forwarder.edge import consumer
-from heap_forwarder.edge.completion import complete_event, fill, now_iso, received_at_of
 from heap_forwarder.edge.consumer import MAX_EVENTS_PER_RECORD, read_records
 from heap_forwarder.heap.items import HeapItem
+from heap_forwarder.inbound import complete_event, fill, now_iso, received_at_of
 from heap_forwarder.mapping.engine import Mapper
 from heap_forwarder.mapping.loader import build_playbook
 from heap_forwarder.outcome import ErrorClass
@@ -180,16 +180,16 @@ def test_fill_leaves_what_the_producer_set() -> None:
 
 
 def test_the_api_and_the_consumer_fill_through_the_one_rule(monkeypatch: pytest.MonkeyPatch) -> None:
-    from heap_forwarder.edge import completion
+    from heap_forwarder import inbound
 
     calls: list[tuple[str | None, str | None]] = []
-    real = completion.fill
+    real = inbound.fill
 
     def spy(event: dict[str, Any], received_at: str | None, message_id: Any) -> None:
         calls.append((received_at, message_id() if message_id else None))
         real(event, received_at, message_id)
 
-    monkeypatch.setattr(completion, "fill", spy)
+    monkeypatch.setattr(inbound, "fill", spy)
     monkeypatch.setattr(consumer, "fill", spy)
 
     via_api(untimed())
