@@ -29,8 +29,12 @@ def test_a_misspelt_key_is_at_its_line() -> None:
     text = "events:\n  Plan Chosen:\n    endpont: track\n    rows:\n      - {key: event, value: x}\n"
     located = problems_of(text)
     assert any(line == 3 and "endpont" in message for line, message in located)
-    # The missing endpoint is placed at the mapping that lacks it.
-    assert any(line == 2 and "endpoint" in message and "endpont" not in message for line, message in located)
+
+
+def test_a_missing_key_is_placed_at_the_row_that_lacks_it() -> None:
+    text = "events:\n  Plan Chosen:\n    rows:\n      - {key: event, value: x}\n      - {from: properties}\n"
+    located = problems_of(text)
+    assert located and all(line == 5 for line, _ in located), located
 
 
 def test_an_event_named_another_way_is_found() -> None:

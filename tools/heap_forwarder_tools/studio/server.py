@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from heap_forwarder.mapping.engine import MissingParameter
+from heap_forwarder.mapping.loader import build_playbook
 from heap_forwarder.mapping.playbook import PlaybookError
 from heap_forwarder_tools.preview import Previewer, Unreadable, events_in
 from heap_forwarder_tools.studio.problems import locate_problems
@@ -84,9 +86,12 @@ class Studio:
         return {"name": f"events/{name}", "text": (self.root / "events" / name).read_text("utf-8")}
 
     # ------------------------------------------------------------------ preview
-    def preview(self, event_text: str, override_text: str, name: str) -> dict[str, Any]:
-        """What ``heap-forwarder preview [--mapping OVERRIDE] NAME`` prints, and the same as data."""
-        override, previewer = self._previewer(override_text)
+    def preview(
+        self, event_text: str, override_text: str, name: str, explain: bool = False
+    ) -> dict[str, Any]:
+        """What ``heap-forwarder preview [--explain] [--mapping OVERRIDE] NAME`` prints, and the
+        same as data."""
+        override, previewer = self._previewer(override_text, explain)
         result: dict[str, Any] = {"override": override, "preview": None}
         if previewer is None:
             result["text"] = f"error: {override['error']}"
@@ -99,22 +104,37 @@ class Studio:
             result["status"] = 1
             return result
         preview = previewer.document(document, name)
+        # The override is a file of the studio's own temporary folder: named as a user would.
+        own = str(self._override_path)
         result["preview"] = {
-            "verdicts": [vars(v) for v in preview.verdicts],
+            "verdicts": [
+                {**vars(v), "explanation": [line.replace(own, OVERRIDE_NAME) for line in v.explanation]}
+                for v in preview.verdicts
+            ],
             "requests": [{"endpoint": r.endpoint, "body": r.body} for r in preview.requests],
         }
-        result["text"] = "\n".join(preview.lines())
+        result["text"] = "\n".join(preview.lines()).replace(own, OVERRIDE_NAME)
         result["status"] = 0 if preview.all_mapped else 1
         return result
 
-    def _previewer(self, override_text: str) -> tuple[dict[str, Any], Previewer | None]:
-        if not override_text.strip():
-            return {"ok": True, "problems": []}, Previewer.from_override(None)
+    def _previewer(
+        self, override_text: str, explain: bool = False
+    ) -> tuple[dict[str, Any], Previewer | None]:
         with self._override_lock:
-            self._override_path.write_text(override_text, "utf-8")
+            path = None
+            if override_text.strip():
+                self._override_path.write_text(override_text, "utf-8")
+                path = self._override_path
             source = str(self._override_path)
             try:
-                return {"ok": True, "problems": []}, Previewer.from_override(self._override_path)
+                return {"ok": True, "problems": []}, Previewer(build_playbook(path), explain=explain)
+            except MissingParameter as error:
+                message = f"{error}; the studio has no hash key (preview takes it from --hash-key-file)"
+                return {
+                    "ok": False,
+                    "problems": [{"text": message, "line": None, "column": None}],
+                    "error": message,
+                }, None
             except PlaybookError as error:
                 problems = [
                     {"text": p.text.replace(source, OVERRIDE_NAME), "line": p.line, "column": p.column}
@@ -298,7 +318,10 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", "/api/samples"): lambda: {"samples": studio.samples()},
             ("GET", "/api/sample"): lambda: studio.sample((query.get("name") or [""])[0]),
             ("POST", "/api/preview"): lambda: studio.preview(
-                _text(body, "event"), _text(body, "override"), _text(body, "name") or "pasted event"
+                _text(body, "event"),
+                _text(body, "override"),
+                _text(body, "name") or "pasted event",
+                body.get("explain") is True,
             ),
             ("POST", "/api/send"): lambda: studio.send(
                 _text(body, "event"), _text(body, "override"), _text(body, "via") or "api"

@@ -144,7 +144,9 @@ async function runPreview() {
   const seq = ++state.previewSeq;
   let result;
   try {
-    result = await api("POST", "/api/preview", { event: $("event").value, override: $("override").value, name: state.name });
+    result = await api("POST", "/api/preview", {
+      event: $("event").value, override: $("override").value, name: state.name, explain: $("explain").checked,
+    });
   } catch (error) {
     $("preview-text").textContent = `error: ${error.message}`;
     return;
@@ -164,8 +166,9 @@ async function runPreview() {
   }
   for (const verdict of result.preview.verdicts) {
     const reason = verdict.outcome === "mapped" ? "" : ` (${verdict.error_class}): ${verdict.reason}`;
+    const explained = verdict.explanation.length ? [el("pre", { class: "explanation" }, verdict.explanation.join("\n"))] : [];
     verdicts.append(el("li", { class: verdict.outcome },
-      `${verdict.label}: `, el("span", { class: "outcome" }, verdict.outcome), reason));
+      `${verdict.label}: `, el("span", { class: "outcome" }, verdict.outcome), reason, ...explained));
   }
   if (!result.preview.requests.length) requests.append(el("p", { class: "quiet" }, "No Heap request."));
   for (const request of result.preview.requests) {
@@ -272,6 +275,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("override").addEventListener("scroll", syncScroll);
   $("send-api").addEventListener("click", () => send("api"));
   $("send-queue").addEventListener("click", () => send("queue"));
+  $("explain").addEventListener("change", () => schedulePreview(0));
   $("fault-outage").addEventListener("change", () => setFaults({ outage: $("fault-outage").checked }));
   $("fault-apply").addEventListener("click", applyFaults);
   for (const id of ["fault-latency", "fault-reject"]) {
