@@ -178,16 +178,18 @@ def _invoked(spec: Any, event: dict[str, Any]) -> tuple[Any, list[str]]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from heap_forwarder_tools.local.server import serve
+    from heap_forwarder_tools.local.server import serve_aws
+    from heap_forwarder_tools.local.stack import serve_stack
     from heap_forwarder_tools.local.template import TemplateError
 
     if not args.time_scale > 0:
         print("error: --time-scale must be a positive number", file=sys.stderr)
         return 2
     try:
-        serve(
-            host=args.host, port=args.port, template=args.template, aws=args.aws, time_scale=args.time_scale
-        )
+        if args.aws:
+            serve_aws(args.host, args.port, args.template)
+        else:
+            serve_stack(args.host, args.port, args.template, time_scale=args.time_scale)
     except TemplateError as error:
         print(f"error: {error}{_template_hint(args.template)}", file=sys.stderr)
         return 2

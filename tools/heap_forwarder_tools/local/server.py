@@ -6,8 +6,9 @@ handler's answer becomes the HTTP response. The handler stays warm between reque
 instance does (its environment is set once, when the server starts), and runs one request at a
 time, as one instance does.
 
-``heap-forwarder serve`` runs it inside the :class:`Sandbox` (moto + the Heap emulator), or with
-``--aws`` against the real services named by the template and your environment.
+``heap-forwarder serve`` runs it as part of the local stack (``local.stack``: moto's server, the
+Heap emulator, the consumer), or with ``--aws`` against the real services named by the template
+and your environment (``serve_aws``).
 """
 
 from __future__ import annotations
@@ -421,16 +422,10 @@ def wait_until_set(stop: threading.Event) -> None:
         pass
 
 
-def serve(host: str, port: int, template: Path, aws: bool, *, time_scale: float = 1.0) -> None:
-    """Serve the API on ``host:port`` until SIGINT/SIGTERM: with the whole local stack (moto's
-    server, the emulator, the consumer: ``local.stack``), or (``aws``) for real."""
+def serve_aws(host: str, port: int, template: Path) -> None:
+    """``serve --aws``: the API on ``host:port`` against real AWS and Heap, until SIGINT/SIGTERM
+    (without it, ``serve`` runs the whole local stack: ``local.stack.serve_stack``)."""
     from heap_forwarder_tools.local.template import Resolver, function_spec, load_template
-
-    if not aws:
-        from heap_forwarder_tools.local.stack import serve_stack
-
-        serve_stack(host, port, template, time_scale=time_scale)
-        return
 
     def say(text: str) -> None:
         print(text, flush=True)
