@@ -42,6 +42,10 @@ def format_timestamp(moment: datetime) -> str:
     )
 
 
+# What normalise_timestamp reads (datetime.fromisoformat, else digits as epoch milliseconds).
+ISO8601_ACCEPTS = "accepted: ISO 8601 (any offset; none = UTC) or epoch milliseconds (a number or its digits)"
+
+
 def normalise_timestamp(value: Any) -> str:
     """ISO 8601 (any offset), a datetime, or epoch milliseconds -> ISO 8601 UTC (``...Z``)."""
     if isinstance(value, datetime):
@@ -59,17 +63,26 @@ def normalise_timestamp(value: Any) -> str:
         try:
             return format_timestamp(datetime.fromisoformat(text))
         except ValueError:
-            raise ValueError(f"not an ISO 8601 timestamp: {value[:40]!r}") from None
+            raise ValueError(f"not an ISO 8601 timestamp: {value[:40]!r}; {ISO8601_ACCEPTS}") from None
     raise ValueError("timestamp must be an ISO 8601 string or epoch milliseconds")
 
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One validation failure: which event, which field, why."""
+    """One validation failure: which event, which field, why.
+
+    ``message`` is safe to log (our words, no event data); ``detail``, when set, is the message
+    with the event's own offending value, for where the event itself goes (its dead letter, the
+    sender's answer), never a log line."""
 
     index: int
     field: str
     message: str
+    detail: str = ""
+
+    @property
+    def full_message(self) -> str:
+        return self.detail or self.message
 
     def __str__(self) -> str:
         return f"event {self.index}: {self.field or '(event)'}: {self.message}"

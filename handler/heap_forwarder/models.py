@@ -11,6 +11,7 @@ function imports this module only for an event ``quick_validate`` declines.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -173,17 +174,61 @@ def _field_path(loc: tuple[int | str, ...], event_type: object) -> str:
     return ".".join(str(p) for p in parts)
 
 
+# What pydantic's datetime parsing takes (and _within_utc_range lets through), said exactly.
+TIMESTAMPS_ACCEPTED = (
+    "accepted: ISO 8601 date and time like 2024-05-01T12:30:00Z or 2024-05-01T14:30:00.123+02:00"
+    " (seconds and fraction optional; no offset = UTC), a date like 2024-05-01, or Unix time in"
+    " seconds or milliseconds (a number or its digits)"
+)
+_TIME_FIELDS = frozenset({"timestamp", "originalTimestamp", "sentAt", "receivedAt"})
+_TIME_ERRORS = frozenset(
+    {
+        "datetime_type",
+        "datetime_parsing",
+        "datetime_from_date_parsing",
+        "datetime_object_invalid",
+        "value_error",
+    }
+)
+_SHOWN_CHARS = 60
+
+
+def _timestamp_problem(index: int, field: str, detail: Any) -> Problem:
+    """A bad timestamp: the log-safe message says why and what is accepted; the detail shows the
+    value too (event data: it goes where the event goes, not to logs)."""
+    why = str(detail["msg"])
+    for prefix in (
+        "Input should be a valid datetime or date, ",
+        "Input should be a valid datetime, ",
+        "Value error, ",
+    ):
+        why = why.removeprefix(prefix)
+    why = "" if why == "Input should be a valid datetime" else f" ({why})"
+    shown = json.dumps(detail.get("input"), ensure_ascii=False, default=str)
+    if len(shown) > _SHOWN_CHARS:
+        shown = shown[: _SHOWN_CHARS - 3] + "..."
+    return Problem(
+        index,
+        field,
+        f"not a valid timestamp{why}; {TIMESTAMPS_ACCEPTED}",
+        f"{shown} is not a valid timestamp{why}; {TIMESTAMPS_ACCEPTED}",
+    )
+
+
 def problems_from(error: ValidationError, index: int, raw: object) -> list[Problem]:
     event_type = raw.get("type") if isinstance(raw, dict) else None
     problems = []
     for detail in error.errors(include_url=False):
-        if detail["type"] == "union_tag_invalid":
+        field = _field_path(detail["loc"], event_type)
+        if field in _TIME_FIELDS and detail["type"] in _TIME_ERRORS:
+            problems.append(_timestamp_problem(index, field, detail))
+        elif detail["type"] == "union_tag_invalid":
             message = f"unsupported type {event_type!r}; expected one of {', '.join(EVENT_TYPES)}"
             problems.append(Problem(index, "type", message))
         elif detail["type"] == "union_tag_not_found":
             problems.append(Problem(index, "type", "missing; every event needs a type"))
         else:
-            problems.append(Problem(index, _field_path(detail["loc"], event_type), detail["msg"]))
+            problems.append(Problem(index, field, detail["msg"]))
     return problems
 
 

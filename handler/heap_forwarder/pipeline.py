@@ -54,11 +54,15 @@ class Pipeline:
             items = [apply_rules(i, self.rule_settings) for i in self.mapper.map(event, raw, index)]
         except InvalidEvent as error:
             reason = "; ".join(f"{p.field or '(event)'}: {p.message}" for p in error.problems)
-            prepared.decided[index] = rejected(ErrorClass.INVALID_EVENT, reason)
+            detail = "; ".join(f"{p.field or '(event)'}: {p.full_message}" for p in error.problems)
+            prepared.decided[index] = rejected(
+                ErrorClass.INVALID_EVENT, reason, detail if detail != reason else ""
+            )
             prepared.problems.extend(error.problems)
         except MappingError as error:
-            prepared.decided[index] = rejected(error.error_class, str(error))
-            prepared.problems.append(Problem(index, error.field, str(error)))
+            detail = error.detail if error.detail != str(error) else ""
+            prepared.decided[index] = rejected(error.error_class, str(error), detail)
+            prepared.problems.append(Problem(index, error.field, str(error), detail))
         except HeapRuleError as error:
             prepared.decided[index] = rejected(ErrorClass.HEAP_RULE, str(error))
             prepared.problems.append(Problem(index, error.field, str(error)))

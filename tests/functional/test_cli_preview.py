@@ -284,5 +284,11 @@ def test_preview_of_an_unreadable_file(capsys: pytest.CaptureFixture[str], tmp_p
     broken.write_text("{not json", "utf-8")
     status, out, err = preview(capsys, tmp_path / "absent.json", broken, EVENTS / "raw" / "page.json")
     assert status == 1
-    assert err.count("cannot read") == 2
+    absent = tmp_path / "absent.json"
+    assert f"error: {absent}: cannot read: No such file or directory\n" in err
+    # A file that was read but is not JSON says so, with where, not "cannot read".
+    assert (
+        f"error: {broken}: not valid JSON: line 1 column 2"
+        " (Expecting property name enclosed in double quotes)\n"
+    ) in err
     assert [p for p, _ in requests_in(out)] == ["/api/track"]  # the readable file is still shown

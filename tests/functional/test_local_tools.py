@@ -106,8 +106,8 @@ def test_invoke_takes_sam_style_environment_overrides(
 @pytest.mark.parametrize(
     ("setup", "message"),
     [
-        ("missing", "cannot read event file"),
-        ("not_json", "is not JSON"),
+        ("missing", "event.json: cannot read: No such file or directory"),
+        ("not_json", "event.json: not valid JSON: line 1 column 1 (Expecting value)"),
         ("array", "must hold a JSON object"),
     ],
 )

@@ -12,6 +12,7 @@ from typing import Any
 from heap_forwarder.mapping.engine import MissingParameter
 from heap_forwarder.mapping.loader import build_playbook, merged_document
 from heap_forwarder.mapping.playbook import PlaybookError
+from heap_forwarder_tools.json_files import JsonFileError, read_json
 from heap_forwarder_tools.preview import APP_ID_PLACEHOLDER, Previewer
 
 
@@ -34,9 +35,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
     status = 0
     for path in args.files:
         try:
-            document = json.loads(Path(path).read_text("utf-8"))
-        except (OSError, ValueError, RecursionError) as error:
-            print(f"== {path}\nerror: cannot read: {error}", file=sys.stderr)
+            document = read_json(Path(path))
+        except JsonFileError as error:
+            print(f"== {path}\nerror: {error}", file=sys.stderr)
             status = 1
             continue
         preview = previewer.document(document, str(path))
@@ -55,11 +56,11 @@ def _preview_hash_key(path: Path | None) -> bytes | None:
 
 def cmd_mapping_check(args: argparse.Namespace) -> int:
     try:
-        document, source, _origins = merged_document(args.file)
+        merged = merged_document(args.file)
         playbook = build_playbook(args.file)
     except PlaybookError as error:
         print(f"{error.source}: {len(error.problems)} problem(s)", file=sys.stderr)
-        for problem in error.problems:
+        for problem in error.details:
             print(f"  - {problem}", file=sys.stderr)
         return 1
     # The playbook in force: mappings an override removed are gone from this list.
@@ -69,11 +70,13 @@ def cmd_mapping_check(args: argparse.Namespace) -> int:
         f"{'yes' if playbook.default else 'none'}"
         f"{'; hashes values: needs HASH_KEY_PARAMETER' if playbook.uses_hash else ''})"
     )
+    for warning in playbook.warnings:
+        print(f"  warning: {warning}", file=sys.stderr)
     if args.print:
         import yaml
 
-        print(f"# The merged playbook: {source}")
-        print(yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=110), end="")
+        print(f"# The merged playbook: {merged.source}")
+        print(yaml.safe_dump(merged.document, sort_keys=False, allow_unicode=True, width=110), end="")
     return 0
 
 
@@ -95,7 +98,14 @@ def _env_overrides(path: Path | None, logical_id: str) -> dict[str, str]:
     """SAM's --env-vars file: {"FunctionLogicalId": {"VAR": "value"}, "Parameters": {...}}."""
     if path is None:
         return {}
-    document = json.loads(path.read_text("utf-8"))
+    from heap_forwarder_tools.local.invoke import InvokeError
+
+    try:
+        document = read_json(path)
+    except JsonFileError as error:
+        raise InvokeError(str(error)) from None
+    if not isinstance(document, dict):
+        raise InvokeError(f"{path}: --env-vars takes a JSON object, not {type(document).__name__}")
     merged = {**document.get("Parameters", {}), **document.get(logical_id, {})}
     return {str(k): str(v) for k, v in merged.items()}
 

@@ -137,7 +137,7 @@ class Previewer:
             else:
                 error_class = str(decided.error_class)
                 outcome: Outcome = "unsupported" if error_class == ErrorClass.UNSUPPORTED else "refused"
-                verdicts[position] = Verdict(label, outcome, error_class, decided.reason)
+                verdicts[position] = Verdict(label, outcome, error_class, decided.full_reason)
         return DocumentPreview(
             name,
             [verdicts[p] for p in range(len(labelled))],

@@ -191,7 +191,7 @@ class ApiError(Exception):
             error=self.error,
             code=self.error,
             message=message,
-            problems=[ProblemDetail(index=p.index, field=p.field, message=p.message) for p in problems],
+            problems=[ProblemDetail(index=p.index, field=p.field, message=p.full_message) for p in problems],
         )
         return ApiResponse(self.status, body.model_dump(mode="json"), self.headers)
 

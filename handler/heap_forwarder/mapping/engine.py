@@ -33,10 +33,11 @@ _TYPE_KEYS = frozenset(t for t in EVENT_TYPES if t != "track")
 class MappingError(ValueError):
     """An event the playbook cannot map: unsupported, or a required value missing or unconvertible."""
 
-    def __init__(self, error_class: ErrorClass, message: str, field: str = "") -> None:
+    def __init__(self, error_class: ErrorClass, message: str, field: str = "", detail: str = "") -> None:
         super().__init__(message)
         self.error_class = error_class
         self.field = field
+        self.detail = detail  # the message with the event's own value: never logged
 
 
 class MissingParameter(ValueError):
@@ -180,7 +181,9 @@ class Mapper:
                         value = transform(value)
                 except TransformError as error:
                     name = ".".join(key)
-                    raise MappingError(ErrorClass.INVALID_EVENT, f"{name}: {error}", name) from None
+                    raise MappingError(
+                        ErrorClass.INVALID_EVENT, f"{name}: {error}", name, f"{name}: {error.detail}"
+                    ) from None
                 if value is None or (value.__class__ is str and not value.strip()):
                     if row.required and not _has(body, key):
                         name = ".".join(key)

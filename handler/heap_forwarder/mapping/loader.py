@@ -5,41 +5,46 @@ Overrides merge onto the default section by section and event by event: ``params
 endpoint (``_merge_item_rows``), edits by the object they edit (``null`` removes one);
 ``events`` by event name (matched ignoring case and separators; ``null`` removes a mapping);
 ``default`` as a whole. Removing what is not there is refused: it would change nothing.
+
+Documents are read keeping where each node was written (``source_map``), so that a problem in
+the merged playbook names the file, line and column of the node it is about, override or default.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from copy import deepcopy
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from heap_forwarder.inbound import EVENT_TYPES
 from heap_forwarder.mapping.playbook import (
     ENDPOINTS_BY_NAME,
     Origins,
     Playbook,
     PlaybookError,
+    PlaybookProblem,
     compile_playbook,
     event_key,
     validate_document,
 )
+from heap_forwarder.mapping.source_map import SourceMap, SyntaxProblem, parse, path_of_label
+from heap_forwarder.mapping.suggest import near_reserved
 
 DEFAULT_PLAYBOOK_NAME = "default_playbook.yaml"
 
 
 def parse_text(text: str, source: str) -> Any:
-    """YAML or JSON text (JSON is YAML, but JSON's own parser gives clearer errors for it)."""
-    import yaml  # imported when a playbook is read, not when a function starts
-
-    stripped = text.lstrip()
+    """YAML or JSON text (JSON is YAML, but JSON's own parser gives clearer errors for it), its
+    containers remembering where each entry was written."""
     try:
-        if stripped.startswith(("{", "[")):
-            return json.loads(text)
-        return yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise PlaybookError(source, [f"cannot parse: {error}"]) from None
+        return parse(text, source)
+    except SyntaxProblem as error:
+        raise PlaybookError(
+            source, [PlaybookProblem("", f"cannot parse: {error}", (), error.location)]
+        ) from None
 
 
 def default_document() -> dict[str, Any]:
@@ -120,7 +125,11 @@ def merge(base: dict[str, Any], override: Any, source: str, origins: Origins | N
     ``origins``, when given, is updated to say which source each part now comes from."""
     if not isinstance(override, dict):
         raise PlaybookError(
-            source, [f"an override is a mapping at the top level, not {type(override).__name__}"]
+            source,
+            [
+                "an override is a mapping at the top level, not "
+                + ("list" if isinstance(override, list) else type(override).__name__)
+            ],
         )
     origins = origins if origins is not None else Origins()
     problems: list[str] = []
@@ -209,24 +218,36 @@ def default_origins(document: dict[str, Any]) -> Origins:
     )
 
 
+class Merged(NamedTuple):
+    """The playbook document in force, before validation."""
+
+    document: dict[str, Any]  # plain data
+    source: str  # its sources: ``default_playbook.yaml + file + SSM parameter name``
+    origins: Origins  # which source each part came from
+    positions: SourceMap  # where each node was written
+
+
 def merged_document(
     file: Path | None = None,
     parameter_text: str | None = None,
     parameter_name: str = "MAPPING_PARAMETER",
-) -> tuple[dict[str, Any], str, Origins]:
-    """The default playbook with the file's and then the SSM parameter's overrides merged on:
-    the document, its sources (``a + b``) and where each part came from."""
+) -> Merged:
+    """The default playbook with the file's and then the SSM parameter's overrides merged on."""
     document = default_document()
     origins = default_origins(document)
     sources = [DEFAULT_PLAYBOOK_NAME]
+    parsed = [document]
     if file is not None:
-        document = merge(document, read_document(file), str(file), origins)
+        parsed.append(read_document(file))
+        document = merge(document, parsed[-1], str(file), origins)
         sources.append(str(file))
     if parameter_text is not None and parameter_text.strip():
         source = f"SSM parameter {parameter_name}"
-        document = merge(document, parse_text(parameter_text, source), source, origins)
+        parsed.append(parse_text(parameter_text, source))
+        document = merge(document, parsed[-1], source, origins)
         sources.append(source)
-    return document, " + ".join(sources), origins
+    plain, positions = SourceMap.of(document, parsed[::-1])
+    return Merged(plain, " + ".join(sources), origins, positions)
 
 
 def build_playbook(
@@ -235,8 +256,39 @@ def build_playbook(
     parameter_name: str = "MAPPING_PARAMETER",
 ) -> Playbook:
     """The default playbook with the file's and then the SSM parameter's overrides merged on."""
-    document, source, origins = merged_document(file, parameter_text, parameter_name)
-    return compile_playbook(validate_document(document, source), source, origins)
+    plain, source, origins, positions = merged_document(file, parameter_text, parameter_name)
+    try:
+        playbook = compile_playbook(validate_document(plain, source), source, origins)
+    except PlaybookError as error:
+        raise PlaybookError(error.source, [_located(p, plain, positions) for p in error.details]) from None
+    return replace(playbook, warnings=tuple(_warnings(playbook, plain, positions)))
+
+
+def _located(problem: PlaybookProblem, document: Any, positions: SourceMap) -> PlaybookProblem:
+    """The problem with its file, line and column: from its path, else from the label its text
+    starts with (``events.X.rows[2] (key): ...``, as the compiler words problems)."""
+    if problem.location is not None:
+        return problem
+    if problem.path:
+        return replace(problem, location=positions.locate(problem.path))
+    path, where, message = path_of_label(problem.text, document)
+    if not path:
+        return problem
+    return PlaybookProblem(where, message, path, positions.locate(path))
+
+
+def _warnings(playbook: Playbook, document: Any, positions: SourceMap) -> list[PlaybookProblem]:
+    """Mapping names a slip away from an event type (``pages``, ``identfy``): valid (a custom
+    track event by that name), but most likely meant to map that type."""
+    warnings = []
+    for name, reserved in near_reserved(playbook.spec.events, EVENT_TYPES, event_key):
+        path = ("events", name)
+        message = (
+            f"{name!r} is not the event type {reserved!r}: it maps track events named {name!r}"
+            f" (did you mean {reserved!r}?)"
+        )
+        warnings.append(PlaybookProblem(f"events.{name}", message, path, positions.locate(path)))
+    return warnings
 
 
 class PlaybookHolder:
@@ -247,11 +299,13 @@ class PlaybookHolder:
         self._on_error = on_error
         self._last_text: str | None = None
 
-    def refresh(self, file: Path | None, parameter_text: str | None) -> Playbook:
+    def refresh(
+        self, file: Path | None, parameter_text: str | None, parameter_name: str = "MAPPING_PARAMETER"
+    ) -> Playbook:
         if parameter_text == self._last_text:
             return self.playbook
         try:
-            self.playbook = build_playbook(file, parameter_text)
+            self.playbook = build_playbook(file, parameter_text, parameter_name)
         except PlaybookError as error:
             self._on_error(error)
         else:

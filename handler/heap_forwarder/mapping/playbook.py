@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Annotated, Any, Literal, NamedTuple
@@ -31,6 +31,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from heap_forwarder.heap.items import Endpoint
 from heap_forwarder.mapping.edits import Edit, compile_edit
+from heap_forwarder.mapping.source_map import DocumentPath, Location
+from heap_forwarder.mapping.suggest import did_you_mean, field_names_at
 from heap_forwarder.mapping.transforms import Transform, TransformError, build_transform
 
 ENDPOINTS_BY_NAME = {
@@ -42,13 +44,36 @@ ENDPOINTS_BY_NAME = {
 EndpointName = Literal["track", "add_user_properties", "add_account_properties", "identify"]
 
 
-class PlaybookError(ValueError):
-    """A playbook that cannot be used: every problem, each naming where it is and why."""
+@dataclass(frozen=True)
+class PlaybookProblem:
+    """One problem (or warning): where in the playbook (``events.page.rows[2] (key)``), why, and,
+    when the document came from a file or SSM text, the file, line and column it was written at."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    where: str
+    message: str
+    path: DocumentPath = ()
+    location: Location | None = None
+
+    @property
+    def text(self) -> str:
+        """The problem without its location: ``events.page.rows[2] (key): why``."""
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.text}" if self.location else self.text
+
+
+class PlaybookError(ValueError):
+    """A playbook that cannot be used: every problem, each naming where it is and why.
+
+    ``problems`` are the problems' texts; ``details`` the same problems with their document path
+    and, when known, their file, line and column (the message and ``str`` include them)."""
+
+    def __init__(self, source: str, problems: Sequence[str | PlaybookProblem]) -> None:
         self.source = source
-        self.problems = problems
-        super().__init__(f"{source}: " + "; ".join(problems))
+        self.details = [p if isinstance(p, PlaybookProblem) else PlaybookProblem("", p) for p in problems]
+        self.problems = [p.text for p in self.details]
+        super().__init__(f"{source}: " + "; ".join(str(p) for p in self.details))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,6 +349,8 @@ class Playbook:
     events: dict[str, tuple[RequestMapping, ...]] = field(default_factory=dict)
     default: tuple[RequestMapping, ...] = ()
     uses_hash: bool = False  # an edit hashes values: the deployment needs a hash key
+    # Valid but likely slips (a mapping named `pages`), as the loader finds them.
+    warnings: tuple[PlaybookProblem, ...] = ()
 
     @property
     def rules(self) -> RulesSpec:
@@ -612,8 +639,8 @@ class _Compiler:
             source = " | ".join(paths)
         elif spec.param is not None:
             if spec.param not in self.spec.params:
-                known = ", ".join(self.spec.params) or "none"
-                self.problems.append(f"{label}: unknown param {spec.param!r} (params: {known})")
+                hint = did_you_mean(spec.param, self.spec.params) or "; no params are defined"
+                self.problems.append(f"{label}: unknown param {spec.param!r}{hint}")
                 return None
             reader = _ParamReader(spec.param)
             source = f"param {spec.param}"
@@ -669,19 +696,57 @@ def validate_document(document: Any, source: str) -> PlaybookSpec:
     try:
         return PlaybookSpec.model_validate(document)
     except ValidationError as error:
-        raise PlaybookError(source, [_describe(e) for e in error.errors(include_url=False)]) from None
+        raise PlaybookError(
+            source, [_describe(e, document) for e in error.errors(include_url=False)]
+        ) from None
 
 
-def _describe(detail: Any) -> str:
-    where = ""
-    for part in detail["loc"]:
-        if isinstance(part, int):
-            where += f"[{part}]"
-        elif part in ("RequestSpec", "list[RequestSpec]", "str", "dict[str,any]", "list[str]"):
-            continue  # union branch names add nothing for a reader
+def _describe(detail: Any, document: Any) -> PlaybookProblem:
+    path = _document_path(detail["loc"], document)
+    message = detail["msg"]
+    if detail["type"] == "extra_forbidden" and path:
+        what = "unknown section" if len(path) == 1 else "unknown key"
+        message = what + did_you_mean(path[-1], field_names_at(PlaybookSpec, path[:-1]))
+    elif detail["type"] == "literal_error" and isinstance(detail.get("input"), str):
+        expected = re.findall(r"'([^']*)'", str(detail.get("ctx", {}).get("expected", "")))
+        hint = did_you_mean(detail["input"], expected)
+        message += hint if "did you mean" in hint else ""
+    return PlaybookProblem(_path_text(path) or "(top)", message, path)
+
+
+def _document_path(loc: Sequence[str | int], document: Any) -> DocumentPath:
+    """pydantic's location as a path in the document: without union branch names
+    (``str``, ``list[str]``...) and without the ``[0]`` that ``_as_list`` adds when one request
+    is written as a mapping."""
+    path: list[str | int] = []
+    node = document
+    for part in loc:
+        in_list = isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node)
+        if in_list or (isinstance(node, dict) and part in node):
+            node = node[part]
+        elif isinstance(part, int) and isinstance(node, dict):
+            continue  # the list of one a single request stands for
+        elif isinstance(part, str) and _is_branch_name(part):
+            continue
         else:
-            where += f".{part}" if where else str(part)
-    return f"{where or '(top)'}: {detail['msg']}"
+            node = None
+        path.append(part)
+    return tuple(path)
+
+
+def _is_branch_name(part: str) -> bool:
+    # pydantic names a union's branch by its type: str, list[str], dict[str,any], RequestSpec.
+    return part in ("str", "int", "float", "bool") or "[" in part or part[:1].isupper()
+
+
+def _path_text(path: DocumentPath) -> str:
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
 
 
 def compile_playbook(spec: PlaybookSpec, source: str, origins: Origins | None = None) -> Playbook:

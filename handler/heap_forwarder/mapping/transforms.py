@@ -14,13 +14,20 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from heap_forwarder.inbound import normalise_timestamp
+from heap_forwarder.inbound import ISO8601_ACCEPTS, normalise_timestamp
+from heap_forwarder.mapping.suggest import did_you_mean
 
 Transform = Callable[[Any], Any]
 
 
 class TransformError(ValueError):
-    """A value the transform cannot convert; names the transform and the value's type."""
+    """A value the transform cannot convert. The message names the transform and the value's
+    type (it is logged); ``detail`` adds the value itself, for the event's dead letter and its
+    sender, never a log line."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 def _to_string(value: Any) -> Any:
@@ -51,9 +58,14 @@ def _to_number(value: Any) -> Any:
         try:
             number = float(text)
         except ValueError:
-            raise TransformError(f"to_number: {value[:40]!r} is not a number") from None
+            raise TransformError(
+                "to_number: the text is not a number", f"to_number: {value[:40]!r} is not a number"
+            ) from None
         if not math.isfinite(number):
-            raise TransformError(f"to_number: {value[:40]!r} is not a finite number")
+            raise TransformError(
+                "to_number: the text is not a finite number",
+                f"to_number: {value[:40]!r} is not a finite number",
+            )
         return number
     raise TransformError(f"to_number: cannot convert a {type(value).__name__}")
 
@@ -81,7 +93,7 @@ def _iso8601(value: Any) -> Any:
     try:
         return normalise_timestamp(value)
     except ValueError as error:
-        raise TransformError(f"iso8601: {error}") from None
+        raise TransformError(f"iso8601: not a timestamp; {ISO8601_ACCEPTS}", f"iso8601: {error}") from None
 
 
 def flatten_object(value: dict[str, Any], separator: str = ".") -> dict[str, Any]:
@@ -156,7 +168,7 @@ def build_transform(spec: str | dict[str, Any]) -> Transform:
             return _SIMPLE[spec]
         if spec == "join":
             return _join("||")
-        raise ValueError(f"unknown transform {spec!r}; known: {', '.join(TRANSFORM_NAMES)}")
+        raise ValueError(f"unknown transform {spec!r}{did_you_mean(spec, TRANSFORM_NAMES)}")
     if not isinstance(spec, dict) or len(spec) != 1:
         raise ValueError(f"a transform is a name or a one-key mapping like {{truncate: 255}}, got {spec!r}")
     ((name, argument),) = spec.items()
@@ -170,7 +182,7 @@ def build_transform(spec: str | dict[str, Any]) -> Transform:
         return _default(argument)
     if name in _SIMPLE:
         raise ValueError(f"transform {name!r} takes no argument")
-    raise ValueError(f"unknown transform {name!r}; known: {', '.join(TRANSFORM_NAMES)}")
+    raise ValueError(f"unknown transform {name!r}{did_you_mean(name, TRANSFORM_NAMES)}")
 
 
 TRANSFORM_NAMES = (*_SIMPLE, "truncate", "join", "default")

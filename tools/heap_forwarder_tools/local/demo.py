@@ -193,7 +193,7 @@ def _summarise(invocations: list[Invocation], state: dict[str, Any], log_path: P
     paragraph(
         f"Why {stats.get('requests_total', 0)} requests: each file is its own invocation, so its own"
         f" requests ({sending} of the {len(invocations)} files reached Heap). Within one invocation"
-        " events share bulk requests (up to 1,000 track events in one), and in the account one"
+        " events share bulk requests (up to 1,000 track events in one), and once deployed one"
         " invocation takes a batch of up to 1,000 queue records. identify has no bulk form in Heap's"
         " API: each identify event is one /api/v1/identify request, plus its user properties."
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from heap_forwarder.envelopes import is_http_api_event, is_sqs_event
+from heap_forwarder_tools.json_files import JsonFileError, read_json
 from heap_forwarder_tools.local.sandbox import environment
 from heap_forwarder_tools.local.template import FunctionSpec
 
@@ -49,11 +50,9 @@ class LocalContext:
 
 def read_event(path: Path) -> dict[str, Any]:
     try:
-        document = json.loads(path.read_text("utf-8"))
-    except OSError as error:
-        raise InvokeError(f"cannot read event file {path}: {error.strerror or error}") from None
-    except json.JSONDecodeError as error:
-        raise InvokeError(f"event file {path} is not JSON: {error}") from None
+        document = read_json(path)
+    except JsonFileError as error:
+        raise InvokeError(f"event file {error}") from None
     if not isinstance(document, dict):
         raise InvokeError(
             f"event file {path} must hold a JSON object (a Lambda event), not {type(document).__name__}"

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 from heap_forwarder.mapping.engine import MissingParameter
 from heap_forwarder.mapping.loader import build_playbook
 from heap_forwarder.mapping.playbook import PlaybookError
+from heap_forwarder_tools.json_files import JsonFileError, read_json
 from heap_forwarder_tools.preview import Previewer, Unreadable, events_in
 from heap_forwarder_tools.studio.problems import locate_problems
 from heap_forwarder_tools.studio.stack import StudioStack
@@ -98,9 +99,9 @@ class Studio:
             result["status"] = 2
             return result
         try:
-            document = json.loads(event_text)
-        except (ValueError, RecursionError) as error:
-            result["text"] = f"== {name}\nerror: cannot read: {error}"
+            document = self._read_event(event_text, name)
+        except JsonFileError as error:
+            result["text"] = f"== {name}\nerror: {error}"
             result["status"] = 1
             return result
         preview = previewer.document(document, name)
@@ -116,6 +117,16 @@ class Studio:
         result["text"] = "\n".join(preview.lines()).replace(own, OVERRIDE_NAME)
         result["status"] = 0 if preview.all_mapped else 1
         return result
+
+    def _read_event(self, text: str, name: str) -> Any:
+        """The pasted event read as ``preview`` reads its files (the same messages), under ``name``."""
+        with self._override_lock:
+            path = Path(self._workdir.name) / "event.json"
+            path.write_text(text, "utf-8")
+            try:
+                return read_json(path)
+            except JsonFileError as error:
+                raise JsonFileError(str(error).replace(str(path), name)) from None
 
     def _previewer(
         self, override_text: str, explain: bool = False
