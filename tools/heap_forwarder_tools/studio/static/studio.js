@@ -84,7 +84,11 @@ function renderMarks(problems) {
   const top = parseFloat(getComputedStyle($("override")).paddingTop);
   for (const problem of problems) {
     if (!problem.line) continue;
-    const mark = el("div", { class: "mark", "data-line": problem.line, title: problem.text }, problem.text);
+    // At its line, the position (override.yaml:L:C) and the path would only repeat where it is:
+    // the last step of the path and the message are enough (the list below has it all).
+    const [where, ...message] = problem.text.replace(/^override\.yaml:\d+:\d+: /, "").split(": ");
+    const short = message.length ? `${where.split(".").pop()}: ${message.join(": ")}` : where;
+    const mark = el("div", { class: "mark", "data-line": problem.line, title: problem.text }, short);
     mark.style.top = `${top + (problem.line - 1) * height}px`;
     marks.append(mark);
   }
