@@ -60,6 +60,7 @@ class StackMapping:
     stack: str
     parameter_name: str | None  # MappingParameterName
     mapping_file: str | None  # MappingFile: a path inside the function
+    hash_key_parameter: str | None = None  # HashKeyParameterName: the functions' hash key
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ class PushResult:
 
 
 def stack_mapping(cloudformation: Any, stack: str) -> StackMapping:
-    """MappingParameterName and MappingFile from the stack's parameters (empty is unset)."""
+    """MappingParameterName, MappingFile and HashKeyParameterName from the stack's parameters
+    (empty is unset)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -89,7 +91,12 @@ def stack_mapping(cloudformation: Any, stack: str) -> StackMapping:
         str(p.get("ParameterKey")): str(p.get("ParameterValue") or "").strip()
         for p in stacks[0].get("Parameters") or []
     }
-    return StackMapping(stack, values.get("MappingParameterName") or None, values.get("MappingFile") or None)
+    return StackMapping(
+        stack,
+        values.get("MappingParameterName") or None,
+        values.get("MappingFile") or None,
+        values.get("HashKeyParameterName") or None,
+    )
 
 
 def code_folder(template: Path) -> Path:
@@ -138,9 +145,10 @@ def choose_tier(size: int, current_tier: str | None) -> str:
     return STANDARD
 
 
-def validate(text: str, mapping_file: Path | None, parameter_name: str) -> str:
+def validate(text: str, mapping_file: Path | None, parameter_name: str, *, has_hash_key: bool = True) -> str:
     """Builds the playbook the functions would: default + MappingFile + this text; its source.
-    Raises ``OverrideRefused`` listing every problem."""
+    Raises ``OverrideRefused`` listing every problem, and for a playbook that hashes when the
+    functions have no hash key (they would retry every record as a configuration fault)."""
     if not text.strip():
         raise OverrideRefused(
             "the override is empty, and an SSM parameter cannot be: to clear the override, push a "
@@ -150,6 +158,13 @@ def validate(text: str, mapping_file: Path | None, parameter_name: str) -> str:
         playbook = build_playbook(mapping_file, text, parameter_name=parameter_name)
     except PlaybookError as error:
         raise OverrideRefused(f"{error.source}: {len(error.problems)} problem(s)", error.problems) from None
+    if playbook.uses_hash and not has_hash_key:
+        raise OverrideRefused(
+            f"{playbook.source}: hashes values (an edit's hash:), but the stack has no "
+            "HashKeyParameterName, so its functions have no hash key and would retry every record "
+            "as a configuration fault. Create the SecureString key and deploy once with "
+            "HashKeyParameterName set (docs/mapping.md, property operations), then push again"
+        )
     return playbook.source
 
 
@@ -202,7 +217,7 @@ def push(
                 "not start (the configuration-fault alarm), whatever the parameter holds"
             )
 
-    source = validate(text, mapping_file, name)
+    source = validate(text, mapping_file, name, has_hash_key=deployed.hash_key_parameter is not None)
     size = len(text.encode("utf-8"))
     choose_tier(size, None)  # refuses what no tier holds before SSM is asked anything
     try:

@@ -3,7 +3,8 @@
 An edit names an object the rows produced (``properties``, or a deeper one such as
 ``properties.address``) and lists operations on its keys, applied in a fixed order:
 
-1. ``rename``: move a key (``{coupon_id: coupon}``); a missing key is left missing;
+1. ``rename``: move keys, all at once (``{coupon_id: coupon}``; ``{a: b, b: a}`` swaps); a missing
+   key is left missing;
 2. ``drop``: remove keys, by name or pattern (``internal_*``, ``?`` and ``[...]`` as in shells);
 3. ``keep``: remove every key that matches none of the names or patterns (an allow-list);
 4. ``set``: put a static value, replacing what is there;
@@ -87,10 +88,13 @@ def compile_edit(
         if obj is None:
             return  # nothing produced the object for this event: nothing to edit
         changed: list[tuple[str, str]] = []
-        for old, new in renames:
-            if old in obj:
-                obj[new] = obj.pop(old)
-                changed += [(old, "removed (renamed)"), (new, f"renamed from {old}")]
+        # All at once, so that a swap ({a: b, b: a}) or a chain ({a: b, b: c}) moves each value
+        # once, whatever order the keys were written in.
+        moved = [(old, new, obj.pop(old)) for old, new in renames if old in obj]
+        changed += [(old, "removed (renamed)") for old, _new, _value in moved]
+        for old, new, value in moved:
+            obj[new] = value
+            changed.append((new, f"renamed from {old}"))
         if dropped is not None:
             for key in [k for k in obj if dropped(k)]:
                 del obj[key]

@@ -98,7 +98,9 @@ class RowSpec(_Strict):
     transforms: list[str | dict[str, Any]] = Field(default_factory=list)
     required: bool = False
     endpoints: list[EndpointName] | None = Field(
-        None, description="Global item rows only: the endpoints the row applies to (default: all)."
+        None,
+        min_length=1,  # `[]` would read as "none" but apply everywhere: leave it out for all
+        description="Global item rows only: the endpoints the row applies to (default: all).",
     )
     description: str | None = None
 
@@ -126,7 +128,9 @@ class EditSpec(_Strict):
         default_factory=list, description="HMAC-SHA-256 these keys' values with the hash key."
     )
     endpoints: list[EndpointName] | None = Field(
-        None, description="Global edits only: the endpoints the edit applies to (default: all)."
+        None,
+        min_length=1,  # as for rows: `[]` is refused, not taken for every endpoint
+        description="Global edits only: the endpoints the edit applies to (default: all).",
     )
     description: str | None = None
 
@@ -469,6 +473,13 @@ class _Compiler:
         return compiled
 
     def event(self, spec: EventSpec, label: str, origin: str | None) -> tuple[RequestMapping, ...]:
+        if not spec:
+            # `[]` maps nothing: a track event's fell back to `default` (no change), a type's
+            # events became unsupported. `null` says the second plainly.
+            self.problems.append(
+                f"{label}: an empty list has no request; null removes a mapping, a request maps the event"
+            )
+            return ()
         compiled = []
         for i, request in enumerate(spec):
             request_label = f"{label}[{i}]" if len(spec) > 1 else label
@@ -549,7 +560,14 @@ class _Compiler:
                 continue
             if own_edit := self.edit(target_text, edit_spec, edit_label, origin):
                 edits.append(own_edit)
-        when = _lookup(tuple(request.when.split("."))) if request.when else None
+        when = None
+        if request.when is not None:
+            parts = tuple(request.when.split("."))
+            if any(not part for part in parts):
+                self.problems.append(
+                    f"{label}: when needs a dotted path like context.heap.user_id, got {request.when!r}"
+                )
+            when = _lookup(parts)
         return RequestMapping(endpoint, when, tuple(steps), tuple(edits), label)
 
     def report_what_lands_nowhere(self) -> None:
@@ -571,9 +589,33 @@ class _Compiler:
         if any(not part for part in parts):
             self.problems.append(f"{label}: the target needs a dotted key like properties, got {target!r}")
             return None
+        if parts[0] in _TEXT_FIELDS:
+            # Heap takes these as text: an edit of one would never find an object to change.
+            self.problems.append(
+                f"{label}: {parts[0]} is a text field of Heap's, not an object: an edit names an "
+                "object such as properties"
+            )
+            return None
         empty = [name for name, value in (("rename to", spec.rename.values()),) if any(not v for v in value)]
         if empty:
             self.problems.append(f"{label}: rename needs a new name for every key")
+            return None
+        by_new: dict[str, list[str]] = {}
+        for old, new in spec.rename.items():
+            by_new.setdefault(new, []).append(old)
+        clashes = {new: olds for new, olds in by_new.items() if len(olds) > 1}
+        for new, olds in clashes.items():
+            self.problems.append(
+                f"{label}: rename moves {', '.join(olds)} to {new!r}: only one of their values could stay"
+            )
+        if clashes:
+            return None
+        nulls = [key for key, value in spec.default.items() if value is None]
+        if nulls:
+            self.problems.append(
+                f"{label}: default {', '.join(nulls)}: null puts nothing where nothing is (Heap stores "
+                "no nulls); give a value, or drop the key"
+            )
             return None
         if not (spec.rename or spec.drop or spec.keep is not None or spec.set_ or spec.default or spec.hash):
             self.problems.append(f"{label}: no operation (rename, drop, keep, set, default, hash)")
@@ -666,6 +708,10 @@ class _Compiler:
         return Row(key, reader, tuple(transforms), spec.required, label, source, origin)
 
 
+# Heap's item and request fields that are text (or a time), never objects (heap/rules.py).
+_TEXT_FIELDS = frozenset(
+    ("app_id", "identity", "user_id", "account_id", "event", "timestamp", "session_id", "idempotency_key")
+)
 _TRAITS_HINT = "; identify's and group's traits reach Heap as the properties object: edit properties"
 
 

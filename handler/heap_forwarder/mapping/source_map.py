@@ -107,6 +107,7 @@ def parse(text: str, source: str) -> Any:
             node = yaml.compose(text, Loader=loader_class)
         except yaml.YAMLError:
             return document  # valid JSON that YAML cannot read: no positions, same values
+        _refuse_duplicate_keys(node, source)
         return _attach(document, node, source)
     loader = loader_class(text)
     try:
@@ -118,7 +119,37 @@ def parse(text: str, source: str) -> Any:
         raise SyntaxProblem(str(error), None) from None
     finally:
         loader.dispose()
-    return _attach(document, node, source) if node is not None else document
+    if node is None:
+        return document
+    _refuse_duplicate_keys(node, source)
+    return _attach(document, node, source)
+
+
+def _refuse_duplicate_keys(root: Any, source: str) -> None:
+    """YAML and JSON parsers keep the last of a key written twice in one mapping: the first
+    (a whole event mapping, an edit that hashes) would be ignored without a word. Refused at
+    the second place, naming the first."""
+    import yaml
+
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], Any] = {}
+            for key_node, value_node in node.value:
+                stack.append(value_node)
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                first = seen.setdefault((key_node.tag, key_node.value), key_node)
+                if first is not key_node:
+                    line, column = first.start_mark.line + 1, first.start_mark.column + 1
+                    raise SyntaxProblem(
+                        f"duplicate key {key_node.value!r} (first written at line {line} column {column}):"
+                        " only one of the two would be used; merge them into one",
+                        _mark(key_node.start_mark, source),
+                    )
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
 
 
 def _yaml_message(error: Any) -> str:
