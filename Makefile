@@ -35,6 +35,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+	  echo "NOTE: no chromium/chromedriver on the PATH: the studio's browser test will be SKIPPED" \
+	       "(install: sudo apt-get install -y chromium chromium-driver)"; fi
 	$(BIN)/pytest -q
 
 sam-check:

@@ -60,6 +60,27 @@ def test_ci_runs_the_test_command_the_readme_gives() -> None:
     assert re.search(r"^make test$", ci, re.MULTILINE)
 
 
+def test_ci_installs_the_browser_and_never_skips_the_browser_test() -> None:
+    ci = (ROOT / ".ci/run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "apt-get install -y -qq chromium chromium-driver" in ci
+    assert "export HEAP_FORWARDER_REQUIRE_BROWSER=1" in ci
+    assert ci.index("HEAP_FORWARDER_REQUIRE_BROWSER") < ci.index("\nmake test")
+    assert "apt-get install -y chromium chromium-driver" in readme
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert any(d.startswith("selenium") for d in pyproject["project"]["optional-dependencies"]["dev"])
+
+
+def test_the_studio_page_is_package_data_of_the_tools() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["heap_forwarder_tools"]
+    package = ROOT / "tools/heap_forwarder_tools"
+    static = {p.relative_to(package).as_posix() for p in (package / "studio/static").iterdir()}
+    covered = {p.relative_to(package).as_posix() for pattern in patterns for p in package.glob(pattern)}
+    assert {"studio/static/index.html", "studio/static/studio.js", "studio/static/studio.css"} <= static
+    assert static <= covered
+
+
 # ---------------------------------------------------------------- what ships to Lambda
 
 # Modules each function needs (their entry points and what those stand on).

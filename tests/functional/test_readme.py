@@ -13,7 +13,7 @@ from heap_forwarder_tools.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text("utf-8")
 # Commands that need what a test machine lacks (a deployed stack) or that block (servers).
-NEEDS_AWS_OR_BLOCKS = ("--stack", "serve", "emulator", "demo")
+NEEDS_AWS_OR_BLOCKS = ("--stack", "serve", "emulator", "demo", "studio")
 
 
 def _commands() -> list[str]:

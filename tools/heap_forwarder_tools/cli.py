@@ -9,79 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from heap_forwarder.envelopes import (
-    ROUTE_TYPES,
-    BodyError,
-    http_body_bytes,
-    is_http_api_event,
-    is_sqs_event,
-    sqs_bodies,
-)
-from heap_forwarder.heap.items import HeapItem
-from heap_forwarder.mapping.engine import Mapper, MissingParameter
+from heap_forwarder.mapping.engine import MissingParameter
 from heap_forwarder.mapping.loader import build_playbook, merged_document
 from heap_forwarder.mapping.playbook import PlaybookError
-from heap_forwarder.models import InvalidEvent, InvalidJson, decode_json, events_of
 from heap_forwarder_tools.json_files import JsonFileError, read_json
-
-APP_ID_PLACEHOLDER = "<MY_APP_ID>"
-
-
-def _events_in(document: Any) -> list[tuple[str, Any]]:
-    """(label, raw event) for every event a file holds, whatever carries it."""
-    if is_sqs_event(document):
-        found: list[tuple[str, Any]] = []
-        for message_id, body in sqs_bodies(document):
-            found.extend(_decoded(f"SQS record {message_id}", body.encode("utf-8")))
-        return found
-    if is_http_api_event(document):
-        event_type = ROUTE_TYPES.get(str(document.get("rawPath")))
-        try:
-            http_body = http_body_bytes(document)
-        except BodyError as error:
-            return [("HTTP request", _Unreadable(str(error)))]
-        return [
-            (
-                label,
-                {**raw, "type": raw.get("type", event_type)} if event_type and isinstance(raw, dict) else raw,
-            )
-            for label, raw in _decoded(f"HTTP {document.get('rawPath')}", http_body)
-        ]
-    return [(f"event {i}", raw) for i, raw in enumerate(_unbatched(document))]
-
-
-def _unbatched(document: Any) -> list[Any]:
-    try:
-        return events_of(document)[0]
-    except InvalidEvent:
-        return [document]
-
-
-def _decoded(label: str, body: bytes) -> list[tuple[str, Any]]:
-    try:
-        document = decode_json(body)
-    except InvalidJson as error:
-        return [(label, _Unreadable(str(error)))]
-    events = _unbatched(document)
-    if len(events) == 1:
-        return [(label, events[0])]
-    return [(f"{label} batch[{i}]", raw) for i, raw in enumerate(events)]
-
-
-class _Unreadable:
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-def _requests(items: Sequence[HeapItem], request_fields: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    from heap_forwarder.heap.plan import plan_requests
-
-    return [(str(p.endpoint), p.body()) for p in plan_requests(items, request_fields)]
+from heap_forwarder_tools.preview import APP_ID_PLACEHOLDER, Previewer
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from heap_forwarder.pipeline import Pipeline
-
     try:
         playbook = build_playbook(args.mapping)
     except PlaybookError as error:
@@ -92,13 +27,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"error: cannot read the hash key file: {error.strerror or error}", file=sys.stderr)
         return 2
-    params = {"MY_APP_ID": args.app_id or APP_ID_PLACEHOLDER, "MY_USER_ID": args.user_id}
     try:
-        mapper = Mapper(playbook, params, hash_key=hash_key)
+        previewer = Previewer(playbook, args.app_id, args.user_id, hash_key=hash_key, explain=args.explain)
     except MissingParameter as error:
         print(f"error: {error}; preview takes the key from --hash-key-file", file=sys.stderr)
         return 2
-    pipeline = Pipeline(mapper, deliverer=_NoDelivery())
     status = 0
     for path in args.files:
         try:
@@ -107,31 +40,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
             print(f"== {path}\nerror: {error}", file=sys.stderr)
             status = 1
             continue
-        labelled = _events_in(document)
-        print(f"== {path}: {len(labelled)} event(s)")
-        readable = [(label, raw) for label, raw in labelled if not isinstance(raw, _Unreadable)]
-        for label, raw in labelled:
-            if isinstance(raw, _Unreadable):
-                print(f"  rejected {label}: invalid_json: {raw.reason}")
-                status = 1
-        prepared = pipeline.prepare([raw for _, raw in readable])
-        for (label, raw), decided in zip(readable, prepared.decided, strict=True):
-            if decided is not None:
-                print(f"  rejected {label}: {decided.error_class}: {decided.full_reason}")
-                status = 1
-            elif args.explain:
-                from heap_forwarder_tools.explain import explain
-
-                print("\n".join(explain(mapper, raw, pipeline.rule_settings, label)))
-        for path_, body in _requests(prepared.items, mapper.request_fields):
-            print(f"POST {path_}")
-            print(json.dumps(body, indent=2, ensure_ascii=False))
+        preview = previewer.document(document, str(path))
+        print("\n".join(preview.lines()))
+        if not preview.all_mapped:
+            status = 1
     return status
-
-
-class _NoDelivery:
-    def deliver(self, items: Any, *, deadline: float | None = None) -> list[Any]:
-        raise RuntimeError("preview never delivers")
 
 
 def _preview_hash_key(path: Path | None) -> bytes | None:
@@ -293,6 +206,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_studio(args: argparse.Namespace) -> int:
+    from heap_forwarder_tools.studio.server import serve
+
+    serve(root=args.root, template=args.template, port=args.port, time_scale=args.time_scale)
+    return 0
+
+
 def _template_hint(template: Path) -> str:
     """What to pass when the template is not where it was looked for."""
     if template.exists():
@@ -404,6 +324,23 @@ def build_parser() -> argparse.ArgumentParser:
         " 30 min) and the retry budgets are divided by K (e.g. 900: a Heap outage rehearsal in seconds)",
     )
     serve.set_defaults(run=cmd_serve)
+
+    studio = commands.add_parser(
+        "studio",
+        help="the event tester page on 127.0.0.1: preview, override, send, traffic (local stack only)",
+    )
+    studio.add_argument("--port", type=int, default=8400, help="0 picks a free port")
+    studio.add_argument(
+        "--root", type=Path, default=Path("."), help="the project folder (events/ for the samples)"
+    )
+    studio.add_argument("-t", "--template", type=Path, default=Path("template.yaml"))
+    studio.add_argument(
+        "--time-scale",
+        type=float,
+        default=10.0,
+        help="the API's retry budget and the consumer's backoff pass this many times faster",
+    )
+    studio.set_defaults(run=cmd_studio)
 
     redrive = commands.add_parser("redrive", help="move DLQ messages back to the main queue after a fix")
     from heap_forwarder_tools.redrive import add_arguments as add_redrive_arguments
