@@ -59,9 +59,8 @@ MIX: dict[str, int] = {
 TRACK_MIX: dict[str, int] = {k: v for k, v in MIX.items() if k not in ("identify", "group")}
 # The track events of events/raw (``"type": "track"``), one each: the throughput figure's
 # workload (issue 16) cycles them in this order.
-TRACK_EVENTS: dict[str, int] = {
-    name: 1
-    for name in (
+TRACK_EVENTS: dict[str, int] = dict.fromkeys(
+    (
         "cart_viewed",
         "checkout_started",
         "custom_track",
@@ -72,8 +71,9 @@ TRACK_EVENTS: dict[str, int] = {
         "product_list_viewed",
         "product_viewed",
         "products_searched",
-    )
-}
+    ),
+    1,
+)
 
 # Dummy credentials and region: the workers talk to moto only.
 DUMMY_AWS = {

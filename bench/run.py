@@ -61,21 +61,28 @@ FULL = Mode(
     records=10_000,
     repeat=3,
     baseline_repeat=5,
-    cold_runs=15, memory_records=5_000, pacing_events=60_000, time_scale=20
+    cold_runs=15,
+    memory_records=5_000,
+    pacing_events=60_000,
+    time_scale=20,
 )
 QUICK = Mode(
     "quick",
     records=1_000,
     repeat=1,
     baseline_repeat=1,
-    cold_runs=2, memory_records=300, pacing_events=6_000, time_scale=30
+    cold_runs=2,
+    memory_records=300,
+    pacing_events=6_000,
+    time_scale=30,
 )
 
 STAGE_NOTES = {
     "envelope": "read_records: SQS record fields and receive count (JSON decoding excluded)",
-    "parse/validate": "body JSON decoding (from_json) + quick_validate (the models for what it declines)",
-    "map": "Mapper.map: playbook rows -> Heap item bodies",
-    "Heap rules": "apply_rules: flattening, identity checks, timestamps, length limits",
+    "parse/validate": "body JSON decoding (from_json); quick_validate, the models: what compiled declines",
+    "compiled": "the compiled playbook: validation, mapping and Heap's rules in one pass",
+    "map": "Mapper.map (the generic engine): what the compiled path declines",
+    "Heap rules": "apply_rules: the same, after Mapper.map",
     "serialise": "Heap client: each item encoded (pydantic_core.to_json) and packed into bulk bodies",
     "HTTP": "Transport.post: request out, answer in (summed over threads; loopback, other process)",
     "other": "the rest: outcome folding, settle, metrics, Powertools decorators, GC between stages",

@@ -22,9 +22,10 @@ Then R more invocations run with a timer around each stage's calls (``_StageProb
 breakdown (µs per input event) of the fastest adds up to that invocation's time: envelope
 (``read_records`` less JSON decoding), parse/validate (JSON decoding +
 ``quick_validate``, and the models (``pipeline._validate``) for what it declines),
-map (``Mapper.map``), Heap rules (``apply_rules``), serialise (items encoded and packed into
-bulk bodies), HTTP (``Transport.post``: the request and the emulator's answer), other (the
-rest: outcome folding, settling, metrics, Powertools decorators, garbage collection).
+compiled (the compiled playbook's functions: validation, mapping and Heap's rules in one pass),
+map (``Mapper.map``) and Heap rules (``apply_rules``) for the events the compiled path declines,
+serialise (items encoded and packed into bulk bodies), HTTP (``Transport.post``: the request
+and the emulator's answer), other (the rest: outcome folding, settling, metrics, Powertools decorators, garbage collection).
 Serialise and HTTP also run on delivery threads (bulk requests go out while later events are
 prepared; identify calls four at a time): their times are summed over the threads, so the
 stages can add up to more than the invocation, and "other" is then 0.
@@ -44,7 +45,7 @@ from typing import Any
 
 import _common as c
 
-STAGES = ("envelope", "parse/validate", "map", "Heap rules", "serialise", "HTTP", "other")
+STAGES = ("envelope", "parse/validate", "compiled", "map", "Heap rules", "serialise", "HTTP", "other")
 
 
 class _StageProbe:
@@ -81,13 +82,14 @@ class _StageProbe:
         from heap_forwarder import pipeline
         from heap_forwarder.edge import consumer
         from heap_forwarder.heap import client, plan, transport
-        from heap_forwarder.mapping import engine
+        from heap_forwarder.mapping import compiled, engine
 
         targets: list[tuple[Any, str, str]] = [
             (consumer, "read_records", "read_records"),
             (consumer, "decode_json", "decode"),
             (pipeline, "quick_validate", "validate"),
             (pipeline, "_validate", "validate"),
+            (compiled.CompiledPlaybook, "__call__", "compiled"),
             (engine.Mapper, "map", "map"),
             (pipeline, "apply_rules", "rules"),
             (client, "plan_delivery", "serialise"),
@@ -125,6 +127,7 @@ class _StageProbe:
         stages = {
             "envelope": t["read_records"] - t["decode"],
             "parse/validate": t["decode"] + t["validate"],
+            "compiled": t["compiled"],
             "map": t["map"],
             "Heap rules": t["rules"],
             "serialise": t["serialise"],
