@@ -25,7 +25,8 @@ breakdown (µs per input event) of the fastest adds up to that invocation's time
 compiled (the compiled playbook's functions: validation, mapping and Heap's rules in one pass),
 map (``Mapper.map``) and Heap rules (``apply_rules``) for the events the compiled path declines,
 serialise (items encoded and packed into bulk bodies), HTTP (``Transport.post``: the request
-and the emulator's answer), other (the rest: outcome folding, settling, metrics, Powertools decorators, garbage collection).
+and the emulator's answer), other (the rest: outcome folding, settling, metrics, Powertools
+decorators, garbage collection).
 Serialise and HTTP also run on delivery threads (bulk requests go out while later events are
 prepared; identify calls four at a time): their times are summed over the threads, so the
 stages can add up to more than the invocation, and "other" is then 0.

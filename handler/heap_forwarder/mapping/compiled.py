@@ -333,7 +333,7 @@ class _Generator:
                 self.emit("    pass")
             self.emit("else:")
             self.depth += 1
-            self.write(name, top, "v")
+            self.write(name, top, "v", key)
             self.depth -= 1
         self.depth -= opened
 
@@ -348,11 +348,20 @@ class _Generator:
                     self.emit(f"if not {present}:")
                     self.emit("    return None  # required and missing: the generic path words it")
             return
-        self.write(name, top, self.const(value))
+        self.write(name, top, self.const(value), step.row.key)
 
-    def write(self, name: str, top: str | None, value: str) -> None:
+    def write(self, name: str, top: str | None, value: str, key: tuple[str, ...] = ()) -> None:
+        # Objects taken from the event are copied: later rows, edits and rules change them.
+        copied = f"dict({value}) if {value}.__class__ is dict else {value}"
         if top is not None:
-            # Objects taken from the event are copied: later rows, edits and rules change them.
-            self.emit(f"body[{name}] = dict({value}) if {value}.__class__ is dict else {value}")
+            self.emit(f"body[{name}] = {copied}")
+        elif len(key) == 2:
+            # engine._assign, inline for a key one object deep (properties.user_agent): the
+            # object is the body's own already (rows copy what they take from the event).
+            self.emit(f"n = body.get({self.const(key[0])})")
+            self.emit("if not isinstance(n, dict):")
+            self.emit("    n = {}")
+            self.emit(f"body[{self.const(key[0])}] = n")
+            self.emit(f"n[{self.const(key[1])}] = dict({value}) if isinstance({value}, dict) else {value}")
         else:
             self.emit(f"_assign(body, {name}, {value})")
