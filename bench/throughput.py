@@ -1,21 +1,32 @@
 """Throughput: the SQS consumer handling one invocation of N records, vs a JSON round trip.
 
-    python bench/throughput.py [--records N] [--repeat R]   # starts its own emulator and moto
+    python bench/throughput.py [--workload track|mix] [--records N] [--repeat R]
+                               # starts its own emulator and moto
+
+Two workloads, one event per SQS record, each with its own messageId:
+
+- ``track`` (the throughput figure, issue 16): the track events of ``events/raw`` (about
+  1.4 KB each), cycled;
+- ``mix``: the web shop's mix (``_common.MIX``: page, screen, track, 5% identify carrying a Heap
+  user id, 2% group).
 
 The worker (a fresh interpreter) imports the real Lambda handler
 (``heap_forwarder.entry.sqs.lambda_handler``), configured from the environment like the
-deployed function (app ID from SSM in a moto server, Heap = the emulator in its own process),
-does one small warm-up invocation (a warm Lambda), then times the best of R invocations of N
-records (the emulator is reset before each). The baseline is ``json.loads`` + ``json.dumps``
-of the same bodies, best of R, in the same process. GC is on throughout, as in Lambda.
+deployed function (app ID from SSM in a moto server, Heap = the emulator in its own process,
+the client's rate limiter opened wide), does one small warm-up invocation (a warm Lambda),
+then times R invocations of N records (the emulator is reset before each): the figure is their
+median. The baseline is ``json.loads`` + ``json.dumps`` of the same bodies, the median of 5
+runs, in the same process. GC is on throughout, as in Lambda.
 
 Then R more invocations run with a timer around each stage's calls (``_StageProbe``); the
 breakdown (µs per input event) of the fastest adds up to that invocation's time: envelope
 (``read_records`` less JSON decoding), parse/validate (JSON decoding +
 ``quick_validate``, and the models (``pipeline._validate``) for what it declines),
-map (``Mapper.map``), Heap rules (``apply_rules``), serialise (items encoded and packed into
-bulk bodies), HTTP (``Transport.post``: the request and the emulator's answer), other (the
-rest: outcome folding, settling, metrics, Powertools decorators, garbage collection).
+compiled (the compiled playbook's functions: validation, mapping and Heap's rules in one pass),
+map (``Mapper.map``) and Heap rules (``apply_rules``) for the events the compiled path declines,
+serialise (items encoded and packed into bulk bodies), HTTP (``Transport.post``: the request
+and the emulator's answer), other (the rest: outcome folding, settling, metrics, Powertools
+decorators, garbage collection).
 Serialise and HTTP also run on delivery threads (bulk requests go out while later events are
 prepared; identify calls four at a time): their times are summed over the threads, so the
 stages can add up to more than the invocation, and "other" is then 0.
@@ -35,7 +46,7 @@ from typing import Any
 
 import _common as c
 
-STAGES = ("envelope", "parse/validate", "map", "Heap rules", "serialise", "HTTP", "other")
+STAGES = ("envelope", "parse/validate", "compiled", "map", "Heap rules", "serialise", "HTTP", "other")
 
 
 class _StageProbe:
@@ -72,13 +83,14 @@ class _StageProbe:
         from heap_forwarder import pipeline
         from heap_forwarder.edge import consumer
         from heap_forwarder.heap import client, plan, transport
-        from heap_forwarder.mapping import engine
+        from heap_forwarder.mapping import compiled, engine
 
         targets: list[tuple[Any, str, str]] = [
             (consumer, "read_records", "read_records"),
             (consumer, "decode_json", "decode"),
             (pipeline, "quick_validate", "validate"),
             (pipeline, "_validate", "validate"),
+            (compiled.CompiledPlaybook, "__call__", "compiled"),
             (engine.Mapper, "map", "map"),
             (pipeline, "apply_rules", "rules"),
             (client, "plan_delivery", "serialise"),
@@ -116,6 +128,7 @@ class _StageProbe:
         stages = {
             "envelope": t["read_records"] - t["decode"],
             "parse/validate": t["decode"] + t["validate"],
+            "compiled": t["compiled"],
             "map": t["map"],
             "Heap rules": t["rules"],
             "serialise": t["serialise"],
@@ -125,8 +138,13 @@ class _StageProbe:
         return stages
 
 
-def worker(records: int, repeat: int, warmup: int) -> dict[str, Any]:
+WORKLOADS = {"track": c.TRACK_EVENTS, "mix": c.MIX}
+BASELINE_REPEAT = 5  # runs of the stdlib round trip; the figure is their median
+
+
+def worker(records: int, repeat: int, warmup: int, workload: str, baseline_repeat: int) -> dict[str, Any]:
     import os
+    import statistics
 
     from heap_forwarder.edge.consumer import read_records
     from heap_forwarder.entry import sqs as entry
@@ -134,7 +152,7 @@ def worker(records: int, repeat: int, warmup: int) -> dict[str, Any]:
     from heap_forwarder.models import as_plain, validate_event
 
     emulator_url = os.environ["HEAP_API_URL"]
-    bodies = [c.compact(e) for e in c.build_events(records, tag="tp")]
+    bodies = [c.compact(e) for e in c.build_events(records, mix=WORKLOADS[workload], tag="tp")]
     event = c.sqs_event(bodies, tag="tp")
     warm_event = c.sqs_event([c.compact(e) for e in c.build_events(warmup, tag="warm")], tag="warm")
 
@@ -143,21 +161,18 @@ def worker(records: int, repeat: int, warmup: int) -> dict[str, Any]:
     if response["batchItemFailures"]:
         raise RuntimeError(f"warm-up invocation failed records: {response['batchItemFailures'][:3]}")
 
-    best_wall = best_cpu = float("inf")
-    first_wall = None
+    runs: list[tuple[float, float]] = []  # (wall, cpu) of each invocation
     failures: list[Any] = []
     for _ in range(repeat):
         c.emulator_call(emulator_url, "reset")
         wall, cpu = time.perf_counter(), time.process_time()
         response = entry.lambda_handler(event, c.FakeContext())
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        runs.append((time.perf_counter() - wall, time.process_time() - cpu))
         failures.extend(response["batchItemFailures"])
-        first_wall = wall if first_wall is None else first_wall
-        if wall < best_wall:
-            best_wall, best_cpu = wall, cpu
     stats = c.emulator_stats(emulator_url)  # of the last invocation
+    median_wall, median_cpu = sorted(runs)[len(runs) // 2]
 
-    baseline = c.best_of(repeat, lambda: [json.dumps(json.loads(b)) for b in bodies])
+    baseline = c.median_of(baseline_repeat, lambda: [json.dumps(json.loads(b)) for b in bodies])
 
     # ---- where the time goes: R more invocations, with a timer around each stage's calls; the
     # fastest one is reported (its stages add up to its time)
@@ -192,13 +207,16 @@ def worker(records: int, repeat: int, warmup: int) -> dict[str, Any]:
     }
     received = {key: stats[key] for key in expected}
     return {
+        "workload": workload,
         "records": records,
         "events": n,
         "payload_mb": c.payload_bytes(event) / 1e6,
+        "mean_body_bytes": statistics.mean(len(b.encode()) for b in bodies),
         "items_by_endpoint": dict(items_by_endpoint),
-        "handler_s": best_wall,
-        "handler_first_s": first_wall,
-        "handler_cpu_s": best_cpu,
+        "handler_s": median_wall,
+        "handler_runs_s": [wall for wall, _ in runs],
+        "handler_first_s": runs[0][0],
+        "handler_cpu_s": median_cpu,
         "baseline_s": baseline,
         "stages_s": stages,
         "probed_handler_s": probed_wall,
@@ -212,10 +230,29 @@ def worker(records: int, repeat: int, warmup: int) -> dict[str, Any]:
     }
 
 
-def run(env: dict[str, str], *, records: int, repeat: int, warmup: int = 50) -> dict[str, Any]:
+def run(
+    env: dict[str, str],
+    *,
+    records: int,
+    repeat: int,
+    warmup: int = 50,
+    workload: str = "track",
+    baseline_repeat: int = BASELINE_REPEAT,
+) -> dict[str, Any]:
     return c.run_worker(
         "throughput.py",
-        ["--records", str(records), "--repeat", str(repeat), "--warmup", str(warmup)],
+        [
+            "--records",
+            str(records),
+            "--repeat",
+            str(repeat),
+            "--warmup",
+            str(warmup),
+            "--workload",
+            workload,
+            "--baseline-repeat",
+            str(baseline_repeat),
+        ],
         env=env,
     )
 
@@ -239,14 +276,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="track")
+    parser.add_argument("--baseline-repeat", type=int, default=BASELINE_REPEAT)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        c.write_result(args.out, worker(args.records, args.repeat, args.warmup))
+        c.write_result(
+            args.out, worker(args.records, args.repeat, args.warmup, args.workload, args.baseline_repeat)
+        )
         return 0
     with c.services() as running:
-        result = run(running.env, records=args.records, repeat=args.repeat, warmup=args.warmup)
+        result = run(
+            running.env,
+            records=args.records,
+            repeat=args.repeat,
+            warmup=args.warmup,
+            workload=args.workload,
+            baseline_repeat=args.baseline_repeat,
+        )
     print(json.dumps(result, indent=2))
     return 0 if result["delivered_all"] else 1
 

@@ -35,11 +35,9 @@ def format_timestamp(moment: datetime) -> str:
             moment = moment.astimezone(UTC)
         except OverflowError:
             raise ValueError("timestamp out of range once converted to UTC") from None
-    # Formatted by hand: strftime's %Y does not zero-pad years before 1000 on glibc.
-    return (
-        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:"
-        f"{moment.second:02d}.{moment.microsecond // 1000:03d}Z"
-    )
+    # isoformat, not strftime: %Y does not zero-pad years before 1000 on glibc. Milliseconds
+    # are truncated, never rounded; the offset (+00:00, or none) is replaced by Z.
+    return moment.isoformat(timespec="milliseconds")[:23] + "Z"
 
 
 # What normalise_timestamp reads (datetime.fromisoformat, else digits as epoch milliseconds).
@@ -104,17 +102,17 @@ class InvalidEvent(ValueError):
 # The one timestamp shape taken here: what Segment's and MetaRouter's libraries send.
 # Every field bounded: datetime.fromisoformat takes offset minutes of 60 or more (and, in newer
 # Pythons, 24:00:00), which the models refuse.
-_ISO_TIMESTAMP = re.compile(
+PLAIN_ISO_TIMESTAMP = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
     r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])\Z"
 )
-_IDS = ("messageId", "anonymousId", "userId")
+PLAIN_IDS = ("messageId", "anonymousId", "userId")
 # pydantic reads a number above 2e10 as milliseconds (below, as seconds: left to the models).
 _MIN_EPOCH_MS = 20_000_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_TIMES = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
+PLAIN_TIMES = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
 # type -> (text fields that must be non-empty, optional text fields, object fields defaulting to {})
-_SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]] = {
+PLAIN_SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]] = {
     "track": (("event",), (), "properties"),
     "page": ((), ("name", "category"), "properties"),
     "screen": ((), ("name", "category"), "properties"),
@@ -122,6 +120,9 @@ _SHAPES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]] = {
     "group": (("groupId",), (), "traits"),
     "alias": (("previousId",), (), None),
 }
+# context's fields the models type: text, and objects.
+PLAIN_CONTEXT_TEXT = ("userAgent", "ip")
+PLAIN_CONTEXT_OBJECTS = ("page", "traits")
 
 
 def quick_validate(raw: dict[str, Any]) -> dict[str, Any] | None:
@@ -133,31 +134,22 @@ def quick_validate(raw: dict[str, Any]) -> dict[str, Any] | None:
     values a model's fields would have, readable by the same playbook rows.
     """
     kind = raw.get("type")
-    shape = _SHAPES.get(kind) if kind.__class__ is str else None
+    shape = PLAIN_SHAPES.get(kind) if kind.__class__ is str else None
     if shape is None:
         return None
     required, optional, blob = shape
     event = dict(raw)
     get = event.get
-    for name in _IDS:
+    for name in PLAIN_IDS:
         value = get(name)
         if value is not None and value.__class__ is not str:
             return None  # a number: the model turns it into a string
-    for name in _TIMES:
+    for name in PLAIN_TIMES:
         value = get(name)
         if value is not None:
-            if value.__class__ is int and _MIN_EPOCH_MS < value < _MAX_EPOCH_MS:
-                # Epoch milliseconds, as the models read a number this large (exact, no float).
-                event[name] = _EPOCH + timedelta(milliseconds=value)
-                continue
-            if value.__class__ is not str or _ISO_TIMESTAMP.match(value) is None:
+            moment = plain_time(value)
+            if moment is None:
                 return None
-            try:
-                moment = datetime.fromisoformat(value)
-            except ValueError:
-                return None
-            if moment.year in (1, 9999):
-                return None  # may leave datetime's range in UTC: the model's check words it
             event[name] = moment
     for name in required:
         value = get(name)
@@ -180,11 +172,11 @@ def quick_validate(raw: dict[str, Any]) -> dict[str, Any] | None:
     if context is not None:
         if context.__class__ is not dict:
             return None
-        for name in ("userAgent", "ip"):
+        for name in PLAIN_CONTEXT_TEXT:
             value = context.get(name)
             if value is not None and value.__class__ is not str:
                 return None
-        for name in ("page", "traits"):
+        for name in PLAIN_CONTEXT_OBJECTS:
             value = context.get(name)
             if value is not None and value.__class__ is not dict:
                 return None
@@ -192,6 +184,23 @@ def quick_validate(raw: dict[str, Any]) -> dict[str, Any] | None:
 
 
 _MISSING: Any = object()
+
+
+def plain_time(value: Any) -> datetime | None:
+    """A time field's value (not None) as its model holds it, when it is in a plain shape; None
+    means "not plainly valid" (the models decide)."""
+    if value.__class__ is int and _MIN_EPOCH_MS < value < _MAX_EPOCH_MS:
+        # Epoch milliseconds, as the models read a number this large (exact, no float).
+        return _EPOCH + timedelta(milliseconds=value)
+    if value.__class__ is not str or PLAIN_ISO_TIMESTAMP.match(value) is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.year in (1, 9999):
+        return None  # may leave datetime's range in UTC: the model's check words it
+    return moment
 
 
 class InvalidJson(ValueError):

@@ -13,8 +13,9 @@ from typing import Any, Protocol
 from heap_forwarder.heap.items import Endpoint, HeapItem
 from heap_forwarder.heap.rules import HeapRuleError, RuleSettings, apply_rules
 from heap_forwarder.inbound import InvalidEvent, Problem, quick_validate
+from heap_forwarder.mapping.compiled import CompiledPlaybook
 from heap_forwarder.mapping.engine import Mapper, MappingError
-from heap_forwarder.outcome import ErrorClass, Outcome, combine, rejected, retryable
+from heap_forwarder.outcome import DELIVERED, ErrorClass, Fate, Outcome, combine, rejected, retryable
 
 
 class Deliverer(Protocol):
@@ -39,6 +40,9 @@ class Pipeline:
         self.deliverer = deliverer
         rules = mapper.playbook.rules
         self.rule_settings = RuleSettings(nested=rules.nested, arrays=rules.arrays)
+        # The playbook's mappings as specialised functions (validate, map and rules in one pass);
+        # the generic path below decides whatever they decline.
+        self.compiled = CompiledPlaybook(mapper, self.rule_settings)
 
     def prepare(self, raws: Sequence[Any]) -> Prepared:
         prepared = Prepared(decided=[None] * len(raws))
@@ -48,6 +52,10 @@ class Pipeline:
 
     def _prepare_one(self, index: int, raw: Any, prepared: Prepared) -> list[HeapItem]:
         """The event's Heap items; or none, with its outcome decided in ``prepared``."""
+        if raw.__class__ is dict:
+            items = self.compiled(raw, index)
+            if items:
+                return items
         try:
             # The models decide (and word the error) only for what is not plainly valid.
             event = (quick_validate(raw) if raw.__class__ is dict else None) or _validate(raw, index)
@@ -116,12 +124,18 @@ def _validate(raw: Any, index: int) -> dict[str, Any]:
 def _fold(
     decided: Sequence[Outcome | None], deliveries: Sequence[tuple[Sequence[HeapItem], Sequence[Outcome]]]
 ) -> list[Outcome]:
-    """One outcome per input event: decided ones as they are, the rest from their items' outcomes."""
-    per_event: list[list[Outcome]] = [[] for _ in decided]
+    """One outcome per input event: decided ones as they are, the rest from their items' outcomes
+    (``combine``: the worst decides; an event whose items were all delivered is delivered)."""
+    undelivered: dict[int, list[Outcome]] = {}
     for items, outcomes in deliveries:
         for item, outcome in zip(items, outcomes, strict=True):
-            per_event[item.source].append(outcome)
-    return [outcome if outcome is not None else combine(per_event[i]) for i, outcome in enumerate(decided)]
+            if outcome.fate is not Fate.DELIVERED:
+                undelivered.setdefault(item.source, []).append(outcome)
+    folded = [DELIVERED if outcome is None else outcome for outcome in decided]
+    for index, outcomes_of_event in undelivered.items():
+        if decided[index] is None:
+            folded[index] = combine(outcomes_of_event)
+    return folded
 
 
 # A bulk request holds up to 1000 items (Heap's cap): stream at that. Identify calls (no bulk

@@ -112,7 +112,12 @@ def test_the_api_answers_the_inflating_request_without_a_5xx() -> None:
 @pytest.mark.slow
 def test_throughput_and_pacing_deliver_every_event() -> None:
     with c.services() as running:
-        tp = throughput.run(running.env, records=200, repeat=1, warmup=10)
+        tp = throughput.run(running.env, records=200, repeat=1, warmup=10, baseline_repeat=1)
+        mix = throughput.run(running.env, records=200, repeat=1, warmup=10, baseline_repeat=1, workload="mix")
+    assert tp["workload"] == "track" and mix["workload"] == "mix"
+    assert tp["items_by_endpoint"] == {"/api/track": 200}  # one track event per record
+    assert mix["items_by_endpoint"]["/api/v1/identify"] > 0
+    assert mix["delivered_all"], mix
     assert tp["delivered_all"], tp
     assert tp["failed_records"] == 0
     assert tp["received"] == tp["expected"]
@@ -125,15 +130,26 @@ def test_throughput_and_pacing_deliver_every_event() -> None:
     assert pc["delivered_all"], pc
     assert pc["delivered"] == 1_500
 
-    table = bench_run.report(bench_run.QUICK, {"throughput": tp, "pacing": pc}, {})
-    for figure in ("throughput", "HTTP requests per 1,000", "delivery rate", "429s", "events lost"):
+    table = bench_run.report(bench_run.QUICK, {"throughput": tp, "throughput_mix": mix, "pacing": pc}, {})
+    for figure in (
+        "track events",
+        "the mix",
+        "HTTP requests per 1,000",
+        "delivery rate",
+        "429s",
+        "events lost",
+    ):
         assert figure in table
-    measured = {"throughput": tp, "pacing": pc, "memory": {"delivered_all": True}}
+    measured = {"throughput": tp, "throughput_mix": mix, "pacing": pc, "memory": {"delivered_all": True}}
     assert not bench_run.delivery_failures(measured)
 
 
 def test_a_run_that_lost_or_failed_anything_fails() -> None:
-    fine = {"throughput": {"delivered_all": True}, "memory": {"delivered_all": True}}
+    fine = {
+        "throughput": {"delivered_all": True},
+        "throughput_mix": {"delivered_all": True},
+        "memory": {"delivered_all": True},
+    }
     assert not bench_run.delivery_failures({**fine, "pacing": {"delivered_all": True, "lost": 0}})
     assert bench_run.delivery_failures({**fine, "pacing": {"delivered_all": True, "lost": 3}})
     assert bench_run.delivery_failures({**fine, "pacing": {"delivered_all": False, "lost": 0}})

@@ -183,10 +183,27 @@ def _complete(record: _Record) -> None:
     Heap's idempotency key, which derives from ``messageId``, the same key)."""
     if not record.events:
         return
-    received_at = received_at_of(record.attributes.get("SentTimestamp"))
+    received_at: str | None = _UNREAD
     for position, event in enumerate(record.events):
-        if isinstance(event, dict):  # anything else is the pipeline's to refuse
-            fill(event, received_at, _position_id(record.message_id, position) if record.message_id else None)
+        if not isinstance(event, dict):
+            continue  # anything else is the pipeline's to refuse
+        if _whole(event):
+            continue  # the usual case: nothing to fill
+        if received_at is _UNREAD:
+            received_at = received_at_of(record.attributes.get("SentTimestamp"))
+        fill(event, received_at, _position_id(record.message_id, position) if record.message_id else None)
+
+
+_UNREAD: Any = object()
+
+
+def _whole(event: dict[str, Any]) -> bool:
+    """Nothing for ``fill`` to do: ``messageId``, ``receivedAt`` and ``timestamp`` all given."""
+    for key in ("messageId", "receivedAt", "timestamp"):
+        value = event.get(key)
+        if value is None or value == "":
+            return False
+    return True
 
 
 def _position_id(message_id: str, position: int) -> Callable[[], str]:
@@ -267,7 +284,11 @@ class Consumer:
             if record.unreadable is not None:
                 refusals.append(_refusal(record, record.body, record.unreadable, WHOLE_RECORD))
                 continue
-            mine = [outcomes[p] for p in record.positions]
+            positions = record.positions
+            if len(positions) == 1 and outcomes[positions[0]].fate is Fate.DELIVERED:
+                delivered += 1  # the usual record: one event, delivered
+                continue
+            mine = [outcomes[p] for p in positions]
             retryable = [o for o in mine if o.fate is Fate.RETRYABLE]
             delivered += sum(1 for o in mine if o.fate is Fate.DELIVERED)
             config_faults += sum(1 for o in retryable if o.error_class is ErrorClass.CONFIG_FAULT)

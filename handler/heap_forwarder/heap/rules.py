@@ -267,48 +267,69 @@ def _optional_string(body: dict[str, Any], field: str, limit: int) -> None:
 def apply_rules(item: HeapItem, settings: RuleSettings) -> HeapItem:
     """The item made valid for Heap, or HeapRuleError naming the rule it breaks."""
     body = dict(item.body)
-    endpoint = item.endpoint
-    if endpoint is Endpoint.TRACK:
-        if body.get("user_id") is not None and body.get("identity") is not None:
-            body.pop("user_id")  # Heap: identity and user_id are never sent together
-        if body.get("identity") is not None:
-            body["identity"] = check_identity(body["identity"])
-        elif body.get("user_id") is not None:
-            body["user_id"] = check_identity(body["user_id"], "user_id")
-        else:
-            raise HeapRuleError("identity: required (no anonymousId or userId to identify the user)")
-        name = body.get("event")
-        if not isinstance(name, str) or not name.strip():
-            raise HeapRuleError("event: a non-empty event name is required")
-        if len(name) > MAX_EVENT_NAME:
-            raise HeapRuleError(f"event: {len(name)} characters, Heap allows at most {MAX_EVENT_NAME}")
-        body["properties"] = clean_properties(body.get("properties"), settings)
-        _timestamp(body)
-        _optional_string(body, "session_id", MAX_STRING)
-        _optional_string(body, "idempotency_key", MAX_IDEMPOTENCY_KEY)
-    elif endpoint is Endpoint.ADD_USER_PROPERTIES:
-        if body.get("identity") is None:
-            raise HeapRuleError("identity: required for user properties (no anonymousId or userId)")
-        body["identity"] = check_identity(body["identity"])
-        body["properties"] = clean_properties(body.get("properties"), settings, user=True)
-    elif endpoint is Endpoint.ADD_ACCOUNT_PROPERTIES:
-        account = body.get("account_id")
-        if account is None:
-            raise HeapRuleError("account_id: required for account properties")
-        body["account_id"] = check_identity(account, "account_id")
-        body["properties"] = clean_properties(body.get("properties"), settings)
-    elif endpoint is Endpoint.IDENTIFY:
-        if body.get("identity") is None:
-            raise HeapRuleError("identity: required to link a Heap user id (no anonymousId or userId)")
-        body["identity"] = check_identity(body["identity"])
-        user_id = body.get("user_id")
-        if not isinstance(user_id, str) or not user_id.isdigit():
-            raise HeapRuleError(f"user_id: Heap's SDK user id is a numeric string, got {user_id!r}")
-        if len(user_id) > MAX_IDENTITY:
-            raise HeapRuleError(f"user_id: {len(user_id)} characters, Heap allows at most {MAX_IDENTITY}")
-        _timestamp(body)
+    rule_body(item.endpoint, body, settings)
+    return HeapItem(item.endpoint, body, item.source)
+
+
+def rule_body(endpoint: Endpoint, body: dict[str, Any], settings: RuleSettings) -> None:
+    """``apply_rules`` on a body the caller owns, in place (the compiled path's own bodies)."""
+    _BY_ENDPOINT[endpoint](body, settings)
     for key, value in body.items():
         # Keys a custom playbook row adds pass as they are, but never as a number JSON cannot hold.
         if isinstance(value, float) and not math.isfinite(value):
             raise HeapRuleError(f"{key}: {value} is not a finite number")
-    return HeapItem(endpoint, body, item.source)
+
+
+def _track(body: dict[str, Any], settings: RuleSettings) -> None:
+    if body.get("user_id") is not None and body.get("identity") is not None:
+        body.pop("user_id")  # Heap: identity and user_id are never sent together
+    if body.get("identity") is not None:
+        body["identity"] = check_identity(body["identity"])
+    elif body.get("user_id") is not None:
+        body["user_id"] = check_identity(body["user_id"], "user_id")
+    else:
+        raise HeapRuleError("identity: required (no anonymousId or userId to identify the user)")
+    name = body.get("event")
+    if not isinstance(name, str) or not name.strip():
+        raise HeapRuleError("event: a non-empty event name is required")
+    if len(name) > MAX_EVENT_NAME:
+        raise HeapRuleError(f"event: {len(name)} characters, Heap allows at most {MAX_EVENT_NAME}")
+    body["properties"] = clean_properties(body.get("properties"), settings)
+    _timestamp(body)
+    _optional_string(body, "session_id", MAX_STRING)
+    _optional_string(body, "idempotency_key", MAX_IDEMPOTENCY_KEY)
+
+
+def _user_properties(body: dict[str, Any], settings: RuleSettings) -> None:
+    if body.get("identity") is None:
+        raise HeapRuleError("identity: required for user properties (no anonymousId or userId)")
+    body["identity"] = check_identity(body["identity"])
+    body["properties"] = clean_properties(body.get("properties"), settings, user=True)
+
+
+def _account_properties(body: dict[str, Any], settings: RuleSettings) -> None:
+    account = body.get("account_id")
+    if account is None:
+        raise HeapRuleError("account_id: required for account properties")
+    body["account_id"] = check_identity(account, "account_id")
+    body["properties"] = clean_properties(body.get("properties"), settings)
+
+
+def _identify(body: dict[str, Any], settings: RuleSettings) -> None:
+    if body.get("identity") is None:
+        raise HeapRuleError("identity: required to link a Heap user id (no anonymousId or userId)")
+    body["identity"] = check_identity(body["identity"])
+    user_id = body.get("user_id")
+    if not isinstance(user_id, str) or not user_id.isdigit():
+        raise HeapRuleError(f"user_id: Heap's SDK user id is a numeric string, got {user_id!r}")
+    if len(user_id) > MAX_IDENTITY:
+        raise HeapRuleError(f"user_id: {len(user_id)} characters, Heap allows at most {MAX_IDENTITY}")
+    _timestamp(body)
+
+
+_BY_ENDPOINT = {
+    Endpoint.TRACK: _track,
+    Endpoint.ADD_USER_PROPERTIES: _user_properties,
+    Endpoint.ADD_ACCOUNT_PROPERTIES: _account_properties,
+    Endpoint.IDENTIFY: _identify,
+}

@@ -17,6 +17,7 @@ from heap_forwarder.mapping.playbook import (
     Playbook,
     RequestMapping,
     Row,
+    Step,
     bind_params,
     event_key,
 )
@@ -130,7 +131,7 @@ class Mapper:
                     for step in mapping.steps
                 )
 
-    def _mapping_for(self, event_type: str, event_name: str | None) -> tuple[RequestMapping, ...] | None:
+    def mappings_for(self, event_type: str, event_name: str | None) -> tuple[RequestMapping, ...] | None:
         events = self.playbook.events
         if event_type == "track" and event_name is not None:
             key = event_key(event_name)
@@ -139,6 +140,14 @@ class Mapper:
             specific = None if key in _TYPE_KEYS else events.get(key)
             return specific or self.playbook.default or None
         return events.get(event_key(event_type))
+
+    @property
+    def hash_key(self) -> bytes | None:
+        return self._hash_key
+
+    def bound_steps(self, mapping: RequestMapping) -> tuple[Step, ...]:
+        """The mapping's steps with their params bound: what ``map`` runs for it."""
+        return tuple(Step(row, mode) for *_, mode, row in self._steps[id(mapping)])
 
     def map(
         self,
@@ -152,7 +161,7 @@ class Mapper:
         given, gets one dict per item: each key written, and by which row or edit."""
         event_type = event.get("type", "")
         event_name = event.get("event") if event_type == "track" else None
-        mappings = self._mapping_for(event_type, event_name)
+        mappings = self.mappings_for(event_type, event_name)
         if mappings is None:
             what = f"track event {event_name!r}" if event_name else f"{event_type!r} events"
             raise MappingError(

@@ -291,6 +291,16 @@ def _with_hash_fallback(reader: Reader) -> Reader:
     return read
 
 
+class RowInput(NamedTuple):
+    """What a row reads, as data (``read`` is the same as a function): what the compiled
+    path (``mapping/compiled.py``) generates its code from."""
+
+    kind: Literal["paths", "value", "param", "expr", "remove"]
+    paths: tuple[tuple[str, ...], ...] = ()  # paths: the first present wins
+    value: Any = None  # value: the constant; param: the parameter's name
+    hash_fallback: bool = False  # otherwise: event_hash
+
+
 class Row(NamedTuple):
     key: tuple[str, ...]
     read: Reader
@@ -299,6 +309,7 @@ class Row(NamedTuple):
     label: str
     source: str  # what the row reads, for error messages
     origin: str = ""  # the file (or SSM parameter) the row came from, for `preview --explain`
+    input: RowInput | None = None  # ``read`` as data, for the compiled path
 
     def evaluate(self, view: EventView) -> Any:
         value = self.read(view)
@@ -330,6 +341,7 @@ class RequestMapping(NamedTuple):
     steps: tuple[Step, ...]
     edits: tuple[Edit, ...]
     label: str
+    when_path: tuple[str, ...] | None = None  # ``when`` as data, for the compiled path
 
 
 @dataclass
@@ -560,15 +572,15 @@ class _Compiler:
                 continue
             if own_edit := self.edit(target_text, edit_spec, edit_label, origin):
                 edits.append(own_edit)
-        when = None
+        when_path = None
         if request.when is not None:
-            parts = tuple(request.when.split("."))
-            if any(not part for part in parts):
+            when_path = tuple(request.when.split("."))
+            if any(not part for part in when_path):
                 self.problems.append(
                     f"{label}: when needs a dotted path like context.heap.user_id, got {request.when!r}"
                 )
-            when = _lookup(parts)
-        return RequestMapping(endpoint, when, tuple(steps), tuple(edits), label)
+        when = _lookup(when_path) if when_path else None
+        return RequestMapping(endpoint, when, tuple(steps), tuple(edits), label, when_path)
 
     def report_what_lands_nowhere(self) -> None:
         """An override's global row or edit that no mapping uses would change nothing: refused."""
@@ -657,7 +669,16 @@ class _Compiler:
                     f"{label}: value: null removes the key, so {', '.join(extras)} would never apply"
                 )
                 return None
-            return Row(tuple(spec.key.split(".")), _constant(None), (), False, label, "value null", origin)
+            return Row(
+                tuple(spec.key.split(".")),
+                _constant(None),
+                (),
+                False,
+                label,
+                "value null",
+                origin,
+                RowInput("remove"),
+            )
         inputs = [
             n
             for n, present in (
@@ -675,6 +696,7 @@ class _Compiler:
             )
             return None
         reader: Reader
+        given: RowInput
         if spec.from_ is not None:
             paths = [spec.from_] if isinstance(spec.from_, str) else spec.from_
             bad = [p for p in paths if not p or any(not part for part in p.split("."))]
@@ -686,6 +708,7 @@ class _Compiler:
             readers = [_lookup(tuple(p.split("."))) for p in paths]
             reader = readers[0] if len(readers) == 1 else _first_present(readers)
             source = " | ".join(paths)
+            given = RowInput("paths", tuple(tuple(p.split(".")) for p in paths))
         elif spec.param is not None:
             if spec.param not in self.spec.params:
                 hint = did_you_mean(spec.param, self.spec.params) or "; no params are defined"
@@ -693,6 +716,7 @@ class _Compiler:
                 return None
             reader = _ParamReader(spec.param)
             source = f"param {spec.param}"
+            given = RowInput("param", value=spec.param)
         elif spec.expr is not None:
             try:
                 reader = _jmespath(jmespath.compile(spec.expr))
@@ -700,11 +724,14 @@ class _Compiler:
                 self.problems.append(f"{label}: bad JMESPath expression {spec.expr!r}: {error}")
                 return None
             source = f"expr {spec.expr}"
+            given = RowInput("expr")
         else:
             reader = _constant(spec.value)
             source = f"value {spec.value!r}"
+            given = RowInput("value", value=spec.value)
         if spec.otherwise == "event_hash":
             reader = _with_hash_fallback(reader)
+            given = given._replace(hash_fallback=True)
         transforms = []
         for t in spec.transforms:
             try:
@@ -712,7 +739,7 @@ class _Compiler:
             except ValueError as error:
                 self.problems.append(f"{label}: {error}")
         key = tuple(spec.key.split("."))
-        return Row(key, reader, tuple(transforms), spec.required, label, source, origin)
+        return Row(key, reader, tuple(transforms), spec.required, label, source, origin, given)
 
 
 # Heap's item and request fields that are text (or a time), never objects (heap/rules.py).
@@ -737,7 +764,9 @@ class _ParamReader:
 def bind_params(row: Row, values: Mapping[str, str | None]) -> Row:
     """Replace a param reader by the parameter's value (done once, when the mapper is made)."""
     if isinstance(row.read, _ParamReader):
-        return row._replace(read=_constant(values.get(row.read.name)))
+        value = values.get(row.read.name)
+        given = RowInput("value", value=value) if row.input is not None else None
+        return row._replace(read=_constant(value), input=given)
     return row
 
 
