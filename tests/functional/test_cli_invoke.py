@@ -57,3 +57,39 @@ def test_a_json_object_that_is_no_event_is_refused(
     odd.write_text('{"hello": "world"}')
     assert main(["invoke", "ConsumerFunction", "-e", str(odd)]) == 2
     assert "neither an SQS event nor a Segment event" in capsys.readouterr().err
+
+
+def test_the_response_comes_first_and_metrics_only_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["invoke", "ConsumerFunction", "-e", "events/sqs/page.json"]) == 0
+    quiet = capsys.readouterr().out
+    assert quiet.startswith("Response:\n")
+    assert '"_aws"' not in quiet
+    assert main(["invoke", "ConsumerFunction", "-e", "events/sqs/page.json", "--metrics"]) == 0
+    loud = capsys.readouterr().out
+    metrics, _, response = loud.partition("Response:\n")
+    assert metrics.startswith("Metrics (CloudWatch EMF")
+    assert '"EventsDelivered":[1.0]' in metrics
+    assert response.startswith("{")
+
+
+def test_outside_the_project_the_error_says_to_pass_the_template(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["invoke", "ConsumerFunction", "-e", str(ROOT / "events/sqs/page.json")]) == 2
+    error = capsys.readouterr().err
+    assert "cannot read template.yaml" in error
+    assert "pass -t PATH/template.yaml" in error
+    assert (
+        main(
+            [
+                "invoke",
+                "ConsumerFunction",
+                "-e",
+                str(ROOT / "events/sqs/page.json"),
+                "-t",
+                str(ROOT / "template.yaml"),
+            ]
+        )
+        == 0
+    )

@@ -472,22 +472,40 @@ def test_demo_prints_what_heap_received(demo: dict[str, Any]) -> None:
     names = {e["event"] for e in tracked}
     assert len(names) == 12
     assert len(tracked) == 12  # each once, though several files repeat events
-    assert re.search(r"^What Heap received: 12 track event\(s\) in \d+ HTTP request\(s\)$", out, re.MULTILINE)
+    assert re.search(
+        r"^What Heap received: 12 track events stored, from \d+ HTTP requests:$", out, re.MULTILINE
+    )
+    # The request count and the duplicates are explained, with their own figures.
+    requests, duplicates = summary["stats"]["requests_total"], summary["stats"]["duplicates"]
+    assert f"Why {requests} requests: each file is its own invocation" in out
+    assert "identify has no bulk form" in out
+    assert f"Why {duplicates} duplicates: {12 + duplicates} track events were sent, 12" in out
     for name in names:
         assert re.search(rf"^\s+1 x {re.escape(name)}$", out, re.MULTILINE), name
     assert all(e["app_id"] == LOCAL_APP_ID for e in tracked)
 
 
-def test_demo_prints_every_dead_letter_with_its_reason(demo: dict[str, Any]) -> None:
+def test_demo_ties_every_dead_letter_to_its_file_and_event(demo: dict[str, Any]) -> None:
     out, letters = demo["out"], demo["summary"]["letters"]
-    assert len(letters) >= len(BAD_FILES)
-    assert f"Dead-letter queue: {len(letters)} message(s), each with its reason" in out
-    lines = re.findall(r"^  \[([a-z_]+)\] (.+)$", out, re.MULTILINE)
-    assert len(lines) == len(letters)
-    for error_class, reason in lines:
-        assert error_class in ERROR_CLASSES
-        assert reason.strip()
-    assert {c for c, _ in lines} >= {"invalid_json", "invalid_event", "heap_rule", "unsupported"}
+    assert f"Dead-letter queue: {len(letters)} messages, each listed above under its file" in out
+    # Each file's line, then the dead letters it caused: "dead letter: record <id>..., event <i> ...".
+    under: dict[str, list[str]] = {}
+    current = ""
+    for line in out.splitlines():
+        found = re.match(r"^  (events/\S+\.json) ", line)
+        if found:
+            current = found.group(1).removeprefix("events/")
+        letter = re.match(
+            r"^\s+dead letter: (record|request) \S+ (event \d+|its whole body).*: \[([a-z_]+)\] \S", line
+        )
+        if letter:
+            under.setdefault(current, []).append(letter.group(3))
+    assert sum(len(classes) for classes in under.values()) == len(letters)
+    assert {
+        name: classes for name, classes in under.items() if not name.startswith("api/")
+    } == EXPECTED_LETTERS
+    assert under["api/alias.json"] == ["unsupported"]
+    assert all(c in ERROR_CLASSES for classes in under.values() for c in classes)
 
 
 def test_demo_runs_every_sample_and_settles_every_record(demo: dict[str, Any]) -> None:
@@ -499,7 +517,33 @@ def test_demo_runs_every_sample_and_settles_every_record(demo: dict[str, Any]) -
         str(p.relative_to(ROOT)) for p in SQS_FILES + BAD_FILES
     )
     assert all(response == {"batchItemFailures": []} for _, response in consumer)
-    assert demo["out"].count("-> all records settled") == len(consumer)
+    for path, _ in consumer:
+        expected = len(EXPECTED_LETTERS.get(path.removeprefix("events/"), []))
+        line = re.search(rf"^  {re.escape(path)} +(.*)$", demo["out"], re.MULTILINE)
+        assert line, path
+        assert re.fullmatch(
+            rf"\d+ records?, \d+ events?: \d+ delivered, 0 parked, {expected} dead-lettered", line.group(1)
+        )
+
+
+def test_demo_gives_each_api_answer_with_its_reason(demo: dict[str, Any]) -> None:
+    out = demo["out"]
+    assert re.search(
+        r"^  events/api/track\.json +POST /v1/track -> 200: 1 delivered, 0 parked, 0 dead-lettered$",
+        out,
+        re.M,
+    )
+    assert re.search(
+        r"^  events/api/track_wrong_write_key\.json +POST /v1/track -> 401, refused to the caller"
+        r" \(nothing sent\): invalid credentials: ",
+        out,
+        re.M,
+    )
+    assert re.search(
+        r"batch_with_one_bad_event\.json +POST /v1/batch -> 400, .*\(event 1: event: Field required\)$",
+        out,
+        re.M,
+    )
 
 
 def test_demo_writes_the_function_logs_as_json(demo: dict[str, Any]) -> None:

@@ -287,11 +287,19 @@ def test_a_dry_run_checks_and_writes_nothing(
 # ---------------------------------------------------------------------------------- MappingFile
 
 
+@pytest.mark.parametrize(
+    "mapping_file",
+    [
+        "/var/task/overrides/example.yaml",
+        # Lambda runs the functions in /var/task: a relative MappingFile works there too.
+        "overrides/example.yaml",
+    ],
+)
 def test_the_stacks_mapping_file_is_merged_from_the_repository(
-    aws: Aws, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    aws: Aws, capsys: pytest.CaptureFixture[str], tmp_path: Path, mapping_file: str
 ) -> None:
-    """MappingFile=/var/task/overrides/example.yaml is handler/overrides/example.yaml here."""
-    aws.stack(MappingParameterName=PARAMETER, MappingFile="/var/task/overrides/example.yaml")
+    """The stack's MappingFile is handler/overrides/example.yaml in this checkout."""
+    aws.stack(MappingParameterName=PARAMETER, MappingFile=mapping_file)
 
     status, out, err = run(
         capsys, override(tmp_path, VIDEO_OVERRIDE), "--stack", STACK, "--template", ROOT / "template.yaml"
@@ -300,7 +308,7 @@ def test_the_stacks_mapping_file_is_merged_from_the_repository(
     assert status == 0, err
     local = ROOT / "handler" / "overrides" / "example.yaml"
     assert f"default_playbook.yaml + {local} + SSM parameter {PARAMETER}: OK" in out
-    assert "MappingFile /var/task/overrides/example.yaml" in err
+    assert f"MappingFile {mapping_file}" in err
 
 
 def test_an_override_is_refused_when_the_stacks_mapping_file_is_bad(
@@ -343,18 +351,6 @@ def test_a_mapping_file_missing_here_is_a_clear_error(
     status, _, err = run(capsys, text, "--stack", STACK, "--mapping-file", local)
     assert status == 0, err
     assert aws.value() == VIDEO_OVERRIDE
-
-
-def test_a_relative_mapping_file_is_relative_to_the_code(
-    aws: Aws, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    """Lambda runs the functions in /var/task: MappingFile=overrides/example.yaml works there too."""
-    aws.stack(MappingParameterName=PARAMETER, MappingFile="overrides/example.yaml")
-    status, out, err = run(
-        capsys, override(tmp_path, VIDEO_OVERRIDE), "--stack", STACK, "--template", ROOT / "template.yaml"
-    )
-    assert status == 0, err
-    assert str(ROOT / "handler" / "overrides" / "example.yaml") in out
 
 
 def test_a_mapping_file_that_sam_build_does_not_ship_is_warned_about(

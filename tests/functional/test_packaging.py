@@ -182,17 +182,23 @@ def test_both_functions_ship_the_same_code(artifact: Path, tmp_path: Path) -> No
     assert _files(tmp_path / "ApiFunction") == _files(artifact)
 
 
-def test_every_shipped_module_imports_from_the_artifact_alone(artifact: Path, tmp_path: Path) -> None:
+def _run_from_artifact(
+    artifact: Path, code: str, argument: str, cwd: Path, environment: dict[str, str] | None = None
+) -> Any:
+    """``code`` run in a fresh interpreter whose only source of our modules is the artifact
+    (cwd elsewhere: the repository's own folders must not be what makes an import work); the
+    JSON it prints."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "AWS_", "POWERTOOLS_"))}
+    environ.pop("MAPPING_FILE", None)
     environ |= {
         "PYTHONPATH": str(artifact),
         "PYTHONDONTWRITEBYTECODE": "1",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    # cwd elsewhere: the repository's own folders must not be what makes an import work.
+    environ |= environment or {}
     done = subprocess.run(
-        [sys.executable, "-c", _IMPORT_ALL, str(artifact)],
-        cwd=tmp_path,
+        [sys.executable, "-c", code, argument],
+        cwd=cwd,
         env=environ,
         capture_output=True,
         text=True,
@@ -200,7 +206,11 @@ def test_every_shipped_module_imports_from_the_artifact_alone(artifact: Path, tm
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+def test_every_shipped_module_imports_from_the_artifact_alone(artifact: Path, tmp_path: Path) -> None:
+    report = _run_from_artifact(artifact, _IMPORT_ALL, str(artifact), tmp_path)
     assert {"heap_forwarder.entry.sqs", "heap_forwarder.entry.api"} <= set(report["imported"])
     strays = {n: f for n, f in report["ours"].items() if not f or not Path(f).is_relative_to(artifact)}
     assert not strays, f"modules loaded from outside the artifact: {strays}"
@@ -257,26 +267,8 @@ print(json.dumps({"source": playbook.source, "items": [i.body for i in prepared.
 
 
 def _map_in_artifact(artifact: Path, cwd: Path, environment: dict[str, str]) -> dict[str, Any]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "AWS_", "POWERTOOLS_"))}
-    environ.pop("MAPPING_FILE", None)
-    environ |= {
-        "PYTHONPATH": str(artifact),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    environ |= environment
     event = json.loads((ROOT / "events" / "raw" / "custom_track.json").read_text("utf-8"))
-    done = subprocess.run(
-        [sys.executable, "-c", _MAP_ONE, json.dumps(event)],
-        cwd=cwd,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout)
+    result: dict[str, Any] = _run_from_artifact(artifact, _MAP_ONE, json.dumps(event), cwd, environment)
     return result
 
 

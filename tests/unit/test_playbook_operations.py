@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +18,7 @@ from heap_forwarder.mapping.engine import Mapper, MissingParameter
 from heap_forwarder.mapping.loader import build_playbook
 from heap_forwarder.mapping.playbook import Playbook, PlaybookError
 from heap_forwarder.pipeline import Pipeline
+from heap_forwarder_tools.cli import main
 from playbook_support import track
 
 KEY = b"test-hash-key"
@@ -445,44 +449,46 @@ def test_two_global_rows_for_one_key_and_endpoint_are_refused() -> None:
 # The tools: `mapping check` describes the playbook in force; `preview --explain` names sources
 
 
-def test_mapping_check_lists_the_playbook_in_force(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
-    from heap_forwarder_tools.cli import main
+HASHING = "global: {edit: {properties: {hash: [email]}}}\n"
 
-    override = tmp_path / "o.yaml"
-    override.write_text("events:\n  page: null\n")
-    assert main(["mapping", "check", str(override)]) == 0
+
+@pytest.fixture
+def write(tmp_path: Path) -> Callable[[str, str], str]:
+    """Writes a file into the test's folder; its path, as the CLI takes it."""
+
+    def write_file(name: str, text: str) -> str:
+        path = tmp_path / name
+        path.write_text(text)
+        return str(path)
+
+    return write_file
+
+
+def test_mapping_check_lists_the_playbook_in_force(write, capsys: pytest.CaptureFixture[str]) -> None:
+    override = write("o.yaml", "events:\n  page: null\n")
+    assert main(["mapping", "check", override]) == 0
     out = capsys.readouterr().out
     assert "12 event mappings" in out
     assert " page," not in out and "page;" not in out
-    assert main(["mapping", "check", str(override), "--print"]) == 0
+    assert main(["mapping", "check", override, "--print"]) == 0
     merged = yaml.safe_load(capsys.readouterr().out.split("\n", 1)[1].split("\n", 1)[1])
     assert "page" not in merged["events"]
     assert "screen" in merged["events"]
 
 
 def test_mapping_check_says_a_hashing_playbook_needs_its_key(
-    tmp_path, capsys: pytest.CaptureFixture[str]
+    write, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from heap_forwarder_tools.cli import main
-
-    override = tmp_path / "o.yaml"
-    override.write_text("global: {edit: {properties: {hash: [email]}}}\n")
-    assert main(["mapping", "check", str(override)]) == 0
+    assert main(["mapping", "check", write("o.yaml", HASHING)]) == 0
     assert "hashes values: needs HASH_KEY_PARAMETER" in capsys.readouterr().out
 
 
 def test_preview_explain_names_the_row_and_file_of_each_key(
-    tmp_path, capsys: pytest.CaptureFixture[str]
+    write, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import json
-
-    from heap_forwarder_tools.cli import main
-
-    override = tmp_path / "o.yaml"
-    override.write_text(COUPON)
-    event = tmp_path / "e.json"
-    event.write_text(json.dumps(track("Coupon Applied", properties={"coupon_id": "S", "n": 1})))
-    assert main(["preview", "--explain", "--mapping", str(override), str(event)]) == 0
+    override = write("o.yaml", COUPON)
+    event = write("e.json", json.dumps(track("Coupon Applied", properties={"coupon_id": "S", "n": 1})))
+    assert main(["preview", "--explain", "--mapping", override, event]) == 0
     lines = {
         line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("    ")
     }
@@ -494,13 +500,7 @@ def test_preview_explain_names_the_row_and_file_of_each_key(
 
 
 def test_preview_of_a_hashing_playbook_without_a_key_says_what_to_pass(
-    tmp_path, capsys: pytest.CaptureFixture[str]
+    write, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from heap_forwarder_tools.cli import main
-
-    override = tmp_path / "o.yaml"
-    override.write_text("global: {edit: {properties: {hash: [email]}}}\n")
-    event = tmp_path / "e.json"
-    event.write_text("{}")
-    assert main(["preview", "--mapping", str(override), str(event)]) == 2
+    assert main(["preview", "--mapping", write("o.yaml", HASHING), write("e.json", "{}")]) == 2
     assert "--hash-key-file" in capsys.readouterr().err

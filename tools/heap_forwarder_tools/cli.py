@@ -198,7 +198,7 @@ def _env_overrides(path: Path | None, logical_id: str) -> dict[str, str]:
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
-    from heap_forwarder_tools.local.invoke import InvokeError, invoke, read_event, shape_event, trigger_of
+    from heap_forwarder_tools.local.invoke import InvokeError, read_event, shape_event, trigger_of
     from heap_forwarder_tools.local.sandbox import LOCAL_WRITE_KEY, Sandbox
     from heap_forwarder_tools.local.template import Resolver, TemplateError, function_spec, load_template
 
@@ -213,7 +213,10 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             event, note = shape_event(document, trigger_of(template, args.function), str(args.event))
             if note:
                 print(f"note: {note}", file=sys.stderr)
-            print(json.dumps(invoke(spec, event), indent=2))
+            response, metrics = _invoked(spec, event)
+            if args.metrics:
+                print("\n".join(metrics), file=sys.stderr)  # stdout stays the response's JSON
+            print(json.dumps(response, indent=2))
             return 0
         with Sandbox(template_path=args.template) as sandbox:
             spec = sandbox.function(args.function, overrides)
@@ -221,12 +224,19 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             event, note = shape_event(document, trigger, str(args.event), LOCAL_WRITE_KEY)
             if note:
                 print(f"note: {note}", file=sys.stderr)
-            response = invoke(spec, event)
+            response, metrics = _invoked(spec, event)
             state = sandbox.emulator.state()
             letters = sandbox.dead_letters()
-    except (InvokeError, TemplateError) as error:
+    except TemplateError as error:
+        print(f"error: {error}{_template_hint(args.template)}", file=sys.stderr)
+        return 2
+    except InvokeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.metrics:
+        print("Metrics (CloudWatch EMF, as Lambda would print them):")
+        for line in metrics:
+            print(line)
     print("Response:")
     print(json.dumps(response, indent=2))
     print(
@@ -245,11 +255,52 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from heap_forwarder_tools.local.server import serve
+def _invoked(spec: Any, event: dict[str, Any]) -> tuple[Any, list[str]]:
+    """The handler's response and the metric lines it printed (kept apart: shown with --metrics)."""
+    import contextlib
+    import io
 
-    serve(host=args.host, port=args.port, template=args.template, aws=args.aws)
+    from heap_forwarder_tools.local.invoke import invoke
+    from heap_forwarder_tools.local.metrics import metric_lines
+
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        response = invoke(spec, event)
+    printed = captured.getvalue()
+    metrics = metric_lines(printed)
+    others = [line for line in printed.splitlines() if line not in metrics]
+    if others:
+        print("\n".join(others), file=sys.stderr)
+    return response, metrics
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from heap_forwarder_tools.local.server import serve_aws
+    from heap_forwarder_tools.local.stack import serve_stack
+    from heap_forwarder_tools.local.template import TemplateError
+
+    if not args.time_scale > 0:
+        print("error: --time-scale must be a positive number", file=sys.stderr)
+        return 2
+    try:
+        if args.aws:
+            serve_aws(args.host, args.port, args.template)
+        else:
+            serve_stack(args.host, args.port, args.template, time_scale=args.time_scale)
+    except TemplateError as error:
+        print(f"error: {error}{_template_hint(args.template)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _template_hint(template: Path) -> str:
+    """What to pass when the template is not where it was looked for."""
+    if template.exists():
+        return ""
+    return (
+        f"; run this from the project's folder (where template.yaml is) or pass -t PATH/template.yaml"
+        f" (looked for {template.resolve()})"
+    )
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:
@@ -328,16 +379,29 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument(
         "--aws", action="store_true", help="use real AWS and Heap (your credentials), not the sandbox"
     )
+    invoke.add_argument(
+        "--metrics", action="store_true", help="also print the metrics the function emitted (EMF JSON)"
+    )
     invoke.set_defaults(run=cmd_invoke)
 
     serve = commands.add_parser(
-        "serve", help="a local HTTP server for the ingest API (like `sam local start-api`)"
+        "serve",
+        help="the local stack: the ingest API (like `sam local start-api`), the consumer on the local"
+        " main queue, moto's server and the Heap emulator",
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=3000, help="0 picks a free port")
     serve.add_argument("-t", "--template", type=Path, default=Path("template.yaml"))
     serve.add_argument(
         "--aws", action="store_true", help="use real AWS and Heap (your credentials), not the sandbox"
+    )
+    serve.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        metavar="K",
+        help="run the local stack's clock K times faster: the consumer's backoff (30 s doubling to"
+        " 30 min) and the retry budgets are divided by K (e.g. 900: a Heap outage rehearsal in seconds)",
     )
     serve.set_defaults(run=cmd_serve)
 

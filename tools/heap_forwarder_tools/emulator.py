@@ -449,6 +449,8 @@ class HeapEmulator:
         self._identifies: list[dict[str, Any]] = []
         self._stats = _Stats()
         self._failures: deque[_FailurePlan] = deque()
+        # An outage answers every request until it ends; fail_next plans are used first.
+        self._outage: _FailurePlan | None = None
         self._drops: deque[_DropPlan] = deque()
         self._trickles: deque[_TricklePlan] = deque()
         self._latency = 0.0
@@ -573,6 +575,18 @@ class HeapEmulator:
             if count:
                 self._failures.append(_FailurePlan(count, status, retry_after, body))
 
+    def set_outage(self, status: int | None, *, retry_after: float | None = None, body: str = "") -> None:
+        """Answer every request with ``status`` (and ``Retry-After`` when given) until
+        ``set_outage(None)``; nothing is stored meanwhile. Unlike ``fail_next`` it lasts as long
+        as the outage does, however many requests the clients make; the store is kept, so ending
+        the outage (rather than ``reset()``) shows what arrived after it."""
+        if status is not None and not 100 <= status <= 599:
+            raise ValueError("status must be an HTTP status code")
+        if retry_after is not None and retry_after < 0:
+            raise ValueError("retry_after must be >= 0")
+        with self._lock:
+            self._outage = None if status is None else _FailurePlan(0, status, retry_after, body)
+
     def set_latency(self, seconds: float) -> None:
         """Every request waits this long before it is answered (0 turns it off)."""
         if seconds < 0:
@@ -657,7 +671,7 @@ class HeapEmulator:
             return
         with self._lock:
             self._stats.bytes_received += len(body)
-            failure = _take(self._failures)
+            failure = _take(self._failures) or self._outage
             drop = None if failure else _take(self._drops)
             trickle = None if failure or drop else _take(self._trickles)
             latency = self._latency
@@ -827,6 +841,7 @@ class HeapEmulator:
             raise TypeError("expected a JSON object")
         unknown = set(faults) - {
             "fail_next",
+            "outage",
             "latency",
             "drop_connections",
             "trickle",
@@ -843,6 +858,17 @@ class HeapEmulator:
                 retry_after=None if fail.get("retry_after") is None else float(fail["retry_after"]),
                 body=str(fail.get("body", "")),
             )
+        if (outage := faults.get("outage")) is not None:
+            if outage is False:
+                self.set_outage(None)
+            elif isinstance(outage, dict):
+                self.set_outage(
+                    int(outage["status"]),
+                    retry_after=None if outage.get("retry_after") is None else float(outage["retry_after"]),
+                    body=str(outage.get("body", "")),
+                )
+            else:
+                raise TypeError('outage must be an object like {"status": 503} or false (the outage ends)')
         if (latency := faults.get("latency")) is not None:
             self.set_latency(float(latency))
         if (drop := faults.get("drop_connections")) is not None:

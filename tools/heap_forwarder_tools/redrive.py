@@ -597,19 +597,32 @@ def resolve_queue_urls(
     return dlq_url, queue_url
 
 
+NO_REGION = (
+    "no AWS region: pass --region REGION (e.g. --region us-east-1), or set AWS_DEFAULT_REGION"
+    " or a region in your AWS configuration"
+)
+
+
 def run_redrive_command(args: argparse.Namespace) -> int:
     """0: done (or dry run); 1: some messages failed and stay in the DLQ; 2: could not start."""
     import boto3
 
+    configured_region = args.region or boto3.session.Session().region_name
+
     def cloudformation() -> Any:
-        return boto3.client("cloudformation", region_name=args.region)
+        if not configured_region:
+            raise RedriveError(f"cannot read the outputs of stack {args.stack!r}: {NO_REGION}")
+        return boto3.client("cloudformation", region_name=configured_region)
 
     try:
         dlq_url, queue_url = resolve_queue_urls(args, os.environ, cloudformation)
     except RedriveError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    region = args.region or region_of(dlq_url)
+    region = args.region or region_of(dlq_url) or configured_region
+    if not region:
+        print(f"error: {NO_REGION}", file=sys.stderr)
+        return 2
     sqs = boto3.client("sqs", region_name=region)
 
     def show(line: str) -> None:

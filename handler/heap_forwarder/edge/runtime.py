@@ -26,7 +26,8 @@ from heap_forwarder.pipeline import Pipeline
 
 def _report_bad_playbook(error: PlaybookError) -> None:
     logger.error(
-        "mapping override refused; keeping the last good playbook", extra={"problems": error.problems}
+        "mapping override refused; keeping the last good playbook",
+        extra={"problems": [str(problem) for problem in error.details]},  # with file:line:column
     )
     count("MappingErrors", 1)
 
@@ -62,7 +63,8 @@ class Runtime:
         app_id = self.parameters.get(self.settings.heap_app_id_parameter, secret=True)
         holder = self.playbook_holder()
         if self.settings.mapping_parameter:
-            holder.refresh(self.settings.mapping_file, self.parameters.get(self.settings.mapping_parameter))
+            name = self.settings.mapping_parameter
+            holder.refresh(self.settings.mapping_file, self.parameters.get(name), name)
         hash_key = self.hash_key() if holder.playbook.uses_hash else None
         key = (app_id, id(holder.playbook), hash_key)
         if self._pipeline is None or key != self._pipeline_key:

@@ -299,11 +299,13 @@ class PlaybookHolder:
         self._on_error = on_error
         self._last_text: str | None = None
 
-    def refresh(self, file: Path | None, parameter_text: str | None) -> Playbook:
+    def refresh(
+        self, file: Path | None, parameter_text: str | None, parameter_name: str = "MAPPING_PARAMETER"
+    ) -> Playbook:
         if parameter_text == self._last_text:
             return self.playbook
         try:
-            self.playbook = build_playbook(file, parameter_text)
+            self.playbook = build_playbook(file, parameter_text, parameter_name)
         except PlaybookError as error:
             self._on_error(error)
         else:

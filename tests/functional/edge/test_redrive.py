@@ -587,3 +587,20 @@ def test_the_same_queue_twice_is_refused() -> None:
 )
 def test_region_of_a_queue_url(url: str, region: str | None) -> None:
     assert region_of(url) == region
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        ["--stack", "heap-forwarder-prod"],
+        ["--dlq-url", "http://127.0.0.1:1/1/d", "--queue-url", "http://127.0.0.1:1/1/m"],
+    ],
+)
+def test_without_a_region_the_error_says_to_pass_one(
+    where: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    assert main(["redrive", *where]) == 2
+    assert "no AWS region: pass --region REGION" in capsys.readouterr().err

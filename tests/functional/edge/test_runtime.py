@@ -128,3 +128,24 @@ def test_no_hash_key_is_read_when_the_playbook_does_not_hash(aws, emulator, kit)
     pipeline = build_runtime(settings).pipeline()  # the missing parameter is never asked for
     [outcome] = pipeline.deliver(pipeline.prepare([kit.track(1)]))
     assert outcome.fate is Fate.DELIVERED
+
+
+def test_a_bad_mapping_parameter_keeps_the_last_good_playbook_and_says_where(
+    aws, emulator, kit, logs
+) -> None:
+    aws.ssm.put_parameter(Name="/heap-forwarder/mapping", Value="rules:\n  arrays: glue\n", Type="String")
+    settings = Settings(
+        HEAP_APP_ID_PARAMETER=NAME,
+        HEAP_API_URL=emulator.url,
+        MAPPING_PARAMETER="/heap-forwarder/mapping",
+        POWERTOOLS_PARAMETERS_MAX_AGE=0,
+    )
+    pipeline = build_runtime(settings).pipeline()
+    assert pipeline.mapper.playbook.source == "default_playbook.yaml"  # the last good one
+    [outcome] = pipeline.deliver(pipeline.prepare([kit.track(1)]))
+    assert outcome.fate is Fate.DELIVERED
+    [record] = [r for r in logs.records() if r["message"].startswith("mapping override refused")]
+    assert record["problems"] == [
+        "SSM parameter /heap-forwarder/mapping:2:3: rules.arrays: Input should be 'join' or 'stringify'"
+    ]
+    assert "MappingErrors" in kit.metric_names()

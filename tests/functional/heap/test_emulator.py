@@ -421,6 +421,27 @@ def test_fail_next_answers_status_with_retry_after_then_recovers(
     assert stats["faults_injected"] == 2
 
 
+def test_outage_answers_every_request_until_it_ends_and_keeps_the_store(
+    emulator: HeapEmulator, http: urllib3.PoolManager
+) -> None:
+    post(http, emulator, "/api/track", bulk(track(idempotency_key="before")))
+    control(http, emulator, "faults", {"outage": {"status": 503, "retry_after": 1}})
+    answers = [post(http, emulator, "/api/track", bulk(track(idempotency_key="during"))) for _ in range(5)]
+    assert {(a.status, a.headers["Retry-After"]) for a in answers} == {(503, "1")}
+
+    control(http, emulator, "faults", {"outage": False})
+    assert post(http, emulator, "/api/track", bulk(track(idempotency_key="after"))).status == 200
+    assert [e["idempotency_key"] for e in emulator.tracked_events()] == ["before", "after"]
+    assert emulator.stats()["requests"]["/api/track"] == {"200": 2, "503": 5}
+
+
+def test_fail_next_plans_are_used_before_an_outage(emulator: HeapEmulator, http: urllib3.PoolManager) -> None:
+    emulator.set_outage(503)
+    emulator.fail_next(1, 429)
+    statuses = [post(http, emulator, "/api/track", bulk(track())).status for _ in range(2)]
+    assert statuses == [429, 503]
+
+
 def test_fail_next_plans_run_in_order_and_429_counts_as_rate_limited(
     emulator: HeapEmulator, http: urllib3.PoolManager
 ) -> None:
@@ -789,6 +810,8 @@ def test_control_api_drives_faults_and_exposes_state(
         {"bogus": 1},
         [1],
         {"reject_event_names": "x"},
+        {"outage": True},
+        {"outage": {"status": 999}},
     ],
 )
 def test_control_api_rejects_bad_faults(

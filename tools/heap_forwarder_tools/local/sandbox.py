@@ -1,7 +1,13 @@
-"""A local stand-in for the stack: moto's SQS and SSM (in-process) and the Heap emulator.
+"""A local stand-in for the stack: moto's SQS and SSM and the Heap emulator.
 
 The queues and parameters are made as ``template.yaml`` describes them (the main queue's
-redrive policy included), so handlers run here exactly as they would in the account.
+redrive policy included), so handlers run here exactly as they would in the account. moto runs
+in-process (``mock_aws``), or, with ``aws_server``, as moto's HTTP server on 127.0.0.1, which
+other processes (the local consumer, ``redrive``, the AWS CLI) reach at ``aws_endpoint_url``.
+
+``time_scale`` k makes the stack's clock run k times faster: the template's time settings
+(``TIME_SETTINGS``, the queues' visibility timeouts) are divided by k. Lambda never sees it: it
+only changes the values the local tools hand the functions and create the queues with.
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ DEFAULT_TEMPLATE = Path("template.yaml")
 LOCAL_APP_ID = "demo-app-id"
 LOCAL_WRITE_KEY = "demo-write-key"
 REGION = "us-east-1"
+# The template's settings that are lengths of time, scaled by ``Sandbox.time_scale``: the
+# consumer's backoff (30 s doubling to 30 min) and both functions' time retrying Heap. The
+# functions' Timeout and Heap's connect/read timeouts are not: they bound real work.
+TIME_SETTINGS = ("BACKOFF_BASE_SECONDS", "BACKOFF_CAP_SECONDS", "RETRY_BUDGET_SECONDS")
 _DUMMY_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -63,19 +73,27 @@ class Sandbox:
     parameters: dict[str, str] = field(default_factory=dict)
     emulator: HeapEmulator = field(default_factory=lambda: HeapEmulator(app_ids=(LOCAL_APP_ID,)))
     resources: dict[str, dict[str, str]] = field(default_factory=dict)
+    aws_server: bool = False
+    time_scale: float = 1.0
+    aws_endpoint_url: str | None = None
     _stack: list[Any] = field(default_factory=list)
     _clients: dict[str, Any] = field(default_factory=dict)
 
     def __enter__(self) -> Sandbox:
-        from moto import mock_aws
-
+        if not self.time_scale > 0:
+            raise ValueError("time_scale must be a positive number")
         self.template = load_template(self.template_path)
-        env = environment(_DUMMY_AWS)
-        env.__enter__()
-        self._stack.append(env)
-        mock = mock_aws()
-        mock.start()
-        self._stack.append(mock)
+        if self.aws_server:
+            self._start_aws_server()
+        else:
+            from moto import mock_aws
+
+            env = environment(_DUMMY_AWS)
+            env.__enter__()
+            self._stack.append(env)
+            mock = mock_aws()
+            mock.start()
+            self._stack.append(mock)
         self.emulator.start()
         self._stack.append(self.emulator)
         self._create_queues()
@@ -89,6 +107,33 @@ class Sandbox:
                 item.stop()
             else:
                 item.__exit__(None, None, None)
+        self._clients.clear()
+
+    def _start_aws_server(self) -> None:
+        """moto's server on a free port of 127.0.0.1, emptied first (its state is per process)."""
+        import logging
+        import urllib.request
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        self._stack.append(server)
+        host, port = server.get_host_and_port()
+        self.aws_endpoint_url = f"http://{host}:{port}"
+        urllib.request.urlopen(
+            urllib.request.Request(f"{self.aws_endpoint_url}/moto-api/reset", method="POST"), timeout=10
+        ).close()
+        env = environment(self.aws_environment())
+        env.__enter__()
+        self._stack.append(env)
+
+    def aws_environment(self) -> dict[str, str]:
+        """What a process needs to reach this sandbox's AWS (dummy credentials, the region, and
+        moto's server when there is one)."""
+        endpoint = {"AWS_ENDPOINT_URL": self.aws_endpoint_url} if self.aws_endpoint_url else {}
+        return {**_DUMMY_AWS, **endpoint}
 
     # ------------------------------------------------------------------ AWS stand-ins
     def client(self, service: str) -> Any:
@@ -116,7 +161,8 @@ class Sandbox:
             attributes: dict[str, str] = {}
             timeout = properties.get("VisibilityTimeout")
             if timeout is not None:
-                attributes["VisibilityTimeout"] = str(self.resolver().resolve(timeout))
+                seconds = float(self.resolver().resolve(timeout)) / self.time_scale
+                attributes["VisibilityTimeout"] = str(max(1, round(seconds)))
             redrive = properties.get("RedrivePolicy")
             if redrive:
                 resolved = self.resolver().resolve(redrive)
@@ -162,6 +208,9 @@ class Sandbox:
         """The function as the template describes it, under other stack ``parameters`` if given,
         with environment ``overrides`` on top (as ``sam local invoke --env-vars``)."""
         spec = function_spec(self.template, logical_id, self.resolver(parameters))
+        for name in TIME_SETTINGS:
+            if name in spec.environment and self.time_scale != 1:
+                spec.environment[name] = f"{float(spec.environment[name]) / self.time_scale:g}"
         spec.environment["HEAP_API_URL"] = self.emulator.url
         spec.environment["POWERTOOLS_TRACE_DISABLED"] = "true"  # no X-Ray daemon here
         spec.environment.update(overrides or {})

@@ -6,14 +6,16 @@ handler's answer becomes the HTTP response. The handler stays warm between reque
 instance does (its environment is set once, when the server starts), and runs one request at a
 time, as one instance does.
 
-``heap-forwarder serve`` runs it inside the :class:`Sandbox` (moto + the Heap emulator), or with
-``--aws`` against the real services named by the template and your environment.
+``heap-forwarder serve`` runs it as part of the local stack (``local.stack``: moto's server, the
+Heap emulator, the consumer), or with ``--aws`` against the real services named by the template
+and your environment (``serve_aws``).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import os
 import signal
@@ -23,6 +25,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,6 +36,7 @@ from urllib.parse import parse_qsl, urlsplit
 from heap_forwarder.envelopes import ROUTE_TYPES
 from heap_forwarder_tools.emulator import listening_url
 from heap_forwarder_tools.local.invoke import LocalContext, load_handler
+from heap_forwarder_tools.local.metrics import split_metrics
 from heap_forwarder_tools.local.sandbox import environment
 from heap_forwarder_tools.local.template import FunctionSpec
 
@@ -141,6 +145,52 @@ def http_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     return status, headers, payload
 
 
+def answer_summary(status: int, body: bytes) -> str:
+    """What an answer of the API says, in a few words: the counts of a 200/202 (with the reasons of
+    the events Heap refused), else the error's message (and its first problem)."""
+    try:
+        answer = json.loads(body or b"{}")
+    except ValueError:
+        answer = {}
+    if not isinstance(answer, dict):
+        return ""
+    if status in (200, 202) and "delivered" in answer:
+        rejected = answer.get("rejected") or []
+        parts = [f"{answer.get('delivered', 0)} delivered"]
+        if answer.get("parked"):
+            parts.append(
+                f"{answer['parked']} parked in the main queue for the consumer (Heap did not answer in time)"
+            )
+        if rejected:
+            reasons = sorted(
+                {f"{r.get('error')}: {r.get('reason')}" for r in rejected if isinstance(r, dict)}
+            )
+            parts.append(f"{len(rejected)} refused and dead-lettered ({'; '.join(reasons)})")
+        return ", ".join(parts)
+    message = str(answer.get("message") or answer.get("error") or "")
+    problems = answer.get("problems") or []
+    if problems and isinstance(problems[0], dict):
+        first = problems[0]
+        message += f" (event {first.get('index')}: {first.get('field')}: {first.get('message')})"
+    return message
+
+
+@dataclass(frozen=True)
+class ApiExchange:
+    """One request the local API answered, for whoever watches the traffic."""
+
+    method: str
+    path: str
+    status: int
+    body: bytes
+    milliseconds: float
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> str:
+        return answer_summary(self.status, self.body)
+
+
 def api_routes(template: Mapping[str, Any], logical_id: str = FUNCTION) -> frozenset[Route]:
     """The (method, path) routes the template gives a function through HttpApi events."""
     resource = (template.get("Resources") or {}).get(logical_id) or {}
@@ -209,10 +259,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+        milliseconds = (time.perf_counter() - started) * 1000
         if owner.log is not None:
+            summary = answer_summary(status, data)
             owner.log(
-                f"{self.command} {self.path} -> {status} ({(time.perf_counter() - started) * 1000:.0f} ms)"
+                f"{self.command} {self.path} -> {status} ({milliseconds:.0f} ms)"
+                + (f": {summary}" if summary else "")
             )
+        if owner.observe is not None:
+            metrics = owner.metrics_of_this_thread()
+            owner.observe(ApiExchange(self.command, self.path, status, data, milliseconds, metrics))
 
     def _read_body(self) -> bytes | None:
         """The request body; None when it is over API Gateway's limit."""
@@ -248,12 +304,17 @@ class LocalApiServer:
         port: int = 0,
         routes: Iterable[Route] = _DEFAULT_ROUTES,
         log: Callable[[str], None] | None = None,
+        observe: Callable[[ApiExchange], None] | None = None,
     ) -> None:
+        """``log`` gets one line per request; ``observe`` gets each exchange, with the metrics
+        the function printed for it (then kept out of stdout)."""
         self.spec = spec
         self.host = host
         self.port = port
         self.routes = frozenset(routes)
         self.log = log
+        self.observe = observe
+        self._metrics = threading.local()  # each request is handled on its own thread
         self._lock = threading.Lock()  # one invocation at a time, as one Lambda instance
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -310,7 +371,25 @@ class LocalApiServer:
             raise RuntimeError("the server is not started")
         with self._lock:
             context = LocalContext(self.spec.logical_id, self.spec.memory_mb, self.spec.timeout)
-            return self._handler(event, context)
+            if self.observe is None:
+                return self._handler(event, context)
+            # The metrics line Powertools prints is taken out of stdout for the observer; this
+            # swaps sys.stdout for the whole process, so watchers print to a stream they hold.
+            captured = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(captured):
+                    return self._handler(event, context)
+            finally:
+                metrics, others = split_metrics(captured.getvalue())
+                self._metrics.value = dict(metrics)
+                for line in others:
+                    print(line)
+
+    def metrics_of_this_thread(self) -> Mapping[str, float]:
+        """The metrics of the last invocation made on the calling thread (when observed)."""
+        metrics: Mapping[str, float] = getattr(self._metrics, "value", {})
+        self._metrics.value = {}
+        return metrics
 
     def respond(self, event: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
         try:
@@ -322,7 +401,8 @@ class LocalApiServer:
 
 
 @contextlib.contextmanager
-def _until_signalled() -> Iterator[threading.Event]:
+def until_signalled() -> Iterator[threading.Event]:
+    """An event set by SIGINT (Ctrl+C) or SIGTERM; the previous handlers are restored after."""
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -336,49 +416,27 @@ def _until_signalled() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def _wait(stop: threading.Event) -> None:
+def wait_until_set(stop: threading.Event) -> None:
+    """Wait in short steps, so that the signal handler runs promptly on the main thread."""
     while not stop.wait(0.5):
         pass
 
 
-def serve(host: str, port: int, template: Path, aws: bool) -> None:
-    """Serve the API on ``host:port`` until SIGINT/SIGTERM: in the sandbox, or (``aws``) for real."""
-    from heap_forwarder_tools.local.sandbox import Sandbox
+def serve_aws(host: str, port: int, template: Path) -> None:
+    """``serve --aws``: the API on ``host:port`` against real AWS and Heap, until SIGINT/SIGTERM
+    (without it, ``serve`` runs the whole local stack: ``local.stack.serve_stack``)."""
     from heap_forwarder_tools.local.template import Resolver, function_spec, load_template
 
     def say(text: str) -> None:
         print(text, flush=True)
 
-    with _until_signalled() as stop:
-        if aws:
-            document = load_template(template)
-            spec = function_spec(document, FUNCTION, Resolver(document))
-            # Values exported in the shell win (e.g. the RETRY_QUEUE_URL of a deployed stack).
-            spec.environment.update({k: os.environ[k] for k in spec.environment if k in os.environ})
-            with LocalApiServer(spec, host=host, port=port, routes=api_routes(document), log=say) as server:
-                say(f"Ingest API (real AWS and Heap): {server.url}")
-                say(f"  Heap: {spec.environment.get('HEAP_API_URL', '?')}")
-                say("  Press Ctrl+C to stop.")
-                _wait(stop)
-            return
-        with Sandbox(template_path=template) as sandbox:
-            spec = sandbox.function(FUNCTION)
-            routes = api_routes(sandbox.template)
-            with LocalApiServer(spec, host=host, port=port, routes=routes, log=say) as server:
-                key = sandbox.write_key if spec.environment.get("WRITE_KEY_PARAMETER") else None
-                say(f"Ingest API:    {server.url}  ({', '.join(sorted(p for _, p in routes))})")
-                say(f"Heap emulator: {sandbox.emulator.url}  (what Heap received: GET /_emulator/state)")
-                auth = ""
-                if key:
-                    say(f"Write key:     {key}  (demo only: HTTP Basic user name, empty password)")
-                    auth = f"-u {key}: "
-                elif spec.environment.get("API_AUTH_MODE") == "IAM":
-                    say("Write key:     none (ApiAuthMode=IAM: API Gateway checks SigV4; not done locally)")
-                else:
-                    say("Write key:     none: every request is answered 503 (WriteKey mode without a key)")
-                say(
-                    f"Try: curl -s {auth}-H 'Content-Type: application/json' {server.url}/v1/track"
-                    ' -d \'{"event":"Order Completed","anonymousId":"a1","properties":{"total":9.5}}\''
-                )
-                say("Press Ctrl+C to stop.")
-                _wait(stop)
+    with until_signalled() as stop:
+        document = load_template(template)
+        spec = function_spec(document, FUNCTION, Resolver(document))
+        # Values exported in the shell win (e.g. the RETRY_QUEUE_URL of a deployed stack).
+        spec.environment.update({k: os.environ[k] for k in spec.environment if k in os.environ})
+        with LocalApiServer(spec, host=host, port=port, routes=api_routes(document), log=say) as server:
+            say(f"Ingest API (real AWS and Heap): {server.url}")
+            say(f"  Heap: {spec.environment.get('HEAP_API_URL', '?')}")
+            say("  Press Ctrl+C to stop.")
+            wait_until_set(stop)
