@@ -6,8 +6,8 @@ consumer instance paces itself at its share), and never faster than Heap's cap p
 short while the consumer keeps up; the backlog bound holds it when the consumer does not (Heap
 slow or down, the consumer throttled): the queue's depth (read from SQS) plus what was sent since
 that reading stays at most ``max_backlog`` events. SQS counts messages: they are turned into
-events at this run's average events per message (other producers' messages, one event each as a
-rule, are counted at that average too: on the safe side).
+events at the most events this run put in one message (other producers' messages, one event
+each as a rule, are counted so too: on the safe side).
 """
 
 from __future__ import annotations
@@ -86,20 +86,17 @@ class Pacer:
         self._measured_messages = 0
         self._measured_at: float | None = None
         self._sent_since = 0  # events sent since the last reading
-        self._events_sent = 0
-        self._messages_sent = 0
-
-    @property
-    def events_per_message(self) -> float:
-        return self._events_sent / self._messages_sent if self._messages_sent else 1.0
+        self.events_per_message = 1  # the most in one message of this run (1 before any)
 
     @property
     def backlog(self) -> int:
         """The backlog as last estimated, in events: the reading plus what was sent since."""
-        return math.ceil(self._measured_messages * self.events_per_message) + self._sent_since
+        return self._measured_messages * self.events_per_message + self._sent_since
 
-    def admit(self, events: int) -> bool:
-        """Wait for the pace, then for room in the backlog; False when stopped while waiting."""
+    def admit(self, events: int, messages: int) -> bool:
+        """Wait for the pace, then for room in the backlog for ``events`` in ``messages``; False
+        when stopped while waiting."""
+        self.events_per_message = max(self.events_per_message, math.ceil(events / messages))
         now = self.clock()
         if self._next_send > now:
             self.wait(self._next_send - now)
@@ -112,13 +109,11 @@ class Pacer:
             self._measure()
         return not self.stopped()
 
-    def sent(self, events: int, messages: int) -> None:
-        """``events`` in ``messages`` were acknowledged by SQS."""
+    def sent(self, events: int) -> None:
+        """``events`` were acknowledged by SQS."""
         now = self.clock()
         self._next_send = max(now, self._next_send) + events / self.events_per_second
         self._sent_since += events
-        self._events_sent += events
-        self._messages_sent += messages
 
     def _measure(self) -> None:
         self._measured_messages = self.depth()

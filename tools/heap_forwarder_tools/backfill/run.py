@@ -303,10 +303,10 @@ class Backfill:
         assert self.enqueuer is not None and self.pacer is not None
         bodies = [body for body, _ in self._group]
         events = sum(body.events for body in bodies)
-        if not self.pacer.admit(events):
+        if not self.pacer.admit(events, len(bodies)):
             raise Stopped
         self.enqueuer.send(bodies)
-        self.pacer.sent(events, len(bodies))
+        self.pacer.sent(events)
         self.summary.max_backlog_seen = max(self.summary.max_backlog_seen, self.pacer.backlog)
         ledgers = [ledger for _, ledger in self._group]
         self._group = []
