@@ -114,3 +114,11 @@ def test_selection_by_type_and_by_event_name_as_the_playbook_matches_names() -> 
 )
 def test_since_and_until_take_dates_times_and_epoch_milliseconds(text: str, expected: datetime) -> None:
     assert parse_moment(text) == expected
+
+
+def test_a_number_too_large_for_a_float_in_a_batch_item_is_refused() -> None:
+    # The line is read as the consumer reads a record (1e400 decodes to infinity); an event that
+    # must be re-encoded (a batch item) cannot be: refused here. (One sent as its own line goes
+    # as written, and the stack's Heap rules refuse it, as they would from any producer.)
+    refused = prepare(item({**TRACK, "properties": {"x": float("inf")}}, index=1), "f")
+    assert isinstance(refused, Refused) and "too large for a float" in refused.reason

@@ -50,7 +50,7 @@ class Checkpoint:
     def save(self, path: Path) -> None:
         document = {"format": FORMAT, **asdict(self)}
         temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(json.dumps(document, indent=2) + "\n", "utf-8")
+        temporary.write_text(json.dumps(document) + "\n", "utf-8")  # one line: written ~10 times a second
         os.replace(temporary, path)
 
     @classmethod

@@ -30,6 +30,7 @@ from heap_forwarder_tools.backfill.reader import Item
 # uuid5's namespace for the stable messageIds of backfilled events (any fixed UUID will do; this
 # one must never change, or a re-run would give old events new ids).
 _ID_NAMESPACE = uuid.UUID("6d1b0c1e-4f0e-5a43-9d0b-2b4e0b6a3f10")
+TOO_LARGE_NUMBER = "a number is too large for a float (e.g. 1e400)"
 NO_TIME = "no timestamp, originalTimestamp or receivedAt: the stack would give it the time of the backfill"
 
 
@@ -91,7 +92,10 @@ def prepare(item: Item, label: str) -> Ready | Refused:
     if complete and item.line_text is not None:
         text = item.line_text.decode("utf-8", errors="replace").strip()
     else:
-        text = json.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        try:
+            text = json.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except ValueError:
+            return Refused(TOO_LARGE_NUMBER, TOO_LARGE_NUMBER)
     return Ready(kind, str(name or ""), moment, text)
 
 

@@ -20,8 +20,10 @@ from typing import Any
 from heap_forwarder.heap.limiter import HEAP_EVENTS_PER_MINUTE_PER_APP
 
 DEFAULT_BACKLOG_MINUTES = 10
-# How often the queue's depth is read when nothing forces it (for the progress display).
+# How often the queue's depth is read when nothing forces it (for the progress display): every
+# 10 s of the stack's time, and at most once a real second whatever the time scale.
 DEPTH_REFRESH_SECONDS = 10.0
+MIN_DEPTH_REFRESH_SECONDS = 1.0
 # The shortest pause between two readings while the backlog is full (time-scaled, but no less).
 MIN_DEPTH_POLL_SECONDS = 0.05
 _DEPTH_ATTRIBUTES = (
@@ -79,7 +81,7 @@ class Pacer:
         self.clock = clock
         self.wait = wait
         self.stopped = stopped
-        self.refresh_seconds = DEPTH_REFRESH_SECONDS / time_scale
+        self.refresh_seconds = max(DEPTH_REFRESH_SECONDS / time_scale, MIN_DEPTH_REFRESH_SECONDS)
         self.poll_seconds = max(MIN_DEPTH_POLL_SECONDS, 1.0 / time_scale)
         self.depth_reads = 0
         self._next_send = 0.0  # when the pace allows the next request
