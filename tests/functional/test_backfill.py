@@ -385,3 +385,50 @@ def test_the_dry_run_counts_times_and_lists_invalid_lines_and_sends_nothing(
     )
     assert status == 0
     assert "5 event(s) to send, 6 filtered out, 1 invalid" in out
+
+
+class _Dropping:
+    """An S3 body whose connection drops once, after ``after`` bytes (what a long pause between
+    reads can cost)."""
+
+    def __init__(self, body: Any, after: int) -> None:
+        self.body, self.left = body, after
+
+    def read(self, amount: int) -> bytes:
+        if self.left <= 0:
+            raise ConnectionResetError("connection reset by peer")
+        data: bytes = self.body.read(min(amount, self.left))
+        self.left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self.body.close()
+
+
+def test_an_s3_read_cut_off_midway_goes_on_from_the_byte_reached(aws: Aws, tmp_path: Path) -> None:
+    from heap_forwarder_tools.backfill.reader import read_items
+    from heap_forwarder_tools.backfill.sources import CountingReader, decoded
+
+    data = gzip.compress(("\n".join(json.dumps(track(n)) for n in range(5000)) + "\n").encode())
+    aws.s3.create_bucket(Bucket="archive")
+    aws.s3.put_object(Bucket="archive", Key="a.gz", Body=data)
+    ranges: list[str | None] = []
+
+    def note_range(params: dict[str, Any], **_: Any) -> None:
+        ranges.append(params.get("Range"))
+
+    def cut(http_response: Any, parsed: dict[str, Any], **_: Any) -> None:
+        if len(ranges) == 1:
+            parsed["Body"] = _Dropping(parsed["Body"], len(data) // 3)
+
+    aws.s3.meta.events.register("provide-client-params.s3.GetObject", note_range)
+    aws.s3.meta.events.register("after-call.s3.GetObject", cut)
+    try:
+        [data_file] = list(list_files(["s3://archive/"], lambda: aws.s3))
+        with decoded(CountingReader(data_file.open())) as stream:
+            numbers = [item.event["properties"]["n"] for item in read_items(stream)]
+    finally:
+        aws.s3.meta.events.unregister("provide-client-params.s3.GetObject", note_range)
+        aws.s3.meta.events.unregister("after-call.s3.GetObject", cut)
+    assert numbers == list(range(5000))
+    assert ranges == [None, f"bytes={len(data) // 3}-"]

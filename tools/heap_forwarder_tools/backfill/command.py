@@ -165,6 +165,9 @@ def run_backfill_command(args: argparse.Namespace) -> int:
     except (CommandError, StackError, SourceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return STATUS_FAILED
+    except KeyboardInterrupt:  # the second Ctrl+C: the checkpoint is the last one written
+        print(f"\nstopped at once: the checkpoint {args.checkpoint} keeps the place", file=sys.stderr)
+        return STATUS_STOPPED
 
 
 def _run(args: argparse.Namespace, note: Callable[[str], None]) -> int:

@@ -19,7 +19,7 @@ import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 S3_SCHEME = "s3://"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -33,20 +33,25 @@ class SourceError(RuntimeError):
     """A SOURCE cannot be listed or a file cannot be opened."""
 
 
-@dataclass(frozen=True)
+class Opener(Protocol):
+    """Opens the files of one SOURCE by label (shared by them: a listing holds no closure per file)."""
+
+    def __call__(self, label: str) -> BinaryIO: ...
+
+
+@dataclass(frozen=True, slots=True)
 class DataFile:
     """One file of a SOURCE. ``label`` names it everywhere (progress, the invalid-lines report,
     the checkpoint, the stable messageIds of events without one): ``s3://bucket/key``, or the
-    local file's absolute path."""
+    local file's absolute path. The run holds the whole listing: about 200 bytes a file."""
 
-    source: str
     label: str
     size: int  # bytes as stored (compressed)
-    opener: Callable[[], BinaryIO]
+    opener: Opener
 
     def open(self) -> BinaryIO:
         try:
-            return self.opener()
+            return self.opener(self.label)
         except OSError as error:
             raise SourceError(f"cannot open {self.label}: {error}") from None
 
@@ -76,10 +81,14 @@ def list_files(sources: list[str], s3_client: Callable[[], Any]) -> Iterator[Dat
             yield from _local_files(source)
 
 
+def _open_local(label: str) -> BinaryIO:
+    return open(label, "rb")  # closed by the run, once the file is read
+
+
 def _local_files(source: str) -> Iterator[DataFile]:
     path = Path(source).expanduser()
     if path.is_file():
-        yield _local(source, path.resolve())
+        yield _local(path.resolve())
         return
     if not path.is_dir():
         raise SourceError(f"{source}: no such file or folder")
@@ -88,15 +97,15 @@ def _local_files(source: str) -> Iterator[DataFile]:
         key=lambda p: p.relative_to(path).as_posix(),
     )
     for file in found:
-        yield _local(source, file.resolve())
+        yield _local(file.resolve())
 
 
 def _hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
-def _local(source: str, path: Path) -> DataFile:
-    return DataFile(source, str(path), path.stat().st_size, lambda: path.open("rb"))
+def _local(path: Path) -> DataFile:
+    return DataFile(str(path), path.stat().st_size, _open_local)
 
 
 def _s3_files(client: Any, source: str) -> Iterator[DataFile]:
@@ -105,6 +114,7 @@ def _s3_files(client: Any, source: str) -> Iterator[DataFile]:
     from heap_forwarder_tools.stacks import describe_error
 
     bucket, prefix = split_s3(source)
+    opener = _S3Opener(client)
     try:
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         for page in pages:
@@ -112,48 +122,80 @@ def _s3_files(client: Any, source: str) -> Iterator[DataFile]:
                 key = str(item["Key"])
                 if key.endswith("/") or _hidden(Path(key)):
                     continue
-                yield DataFile(
-                    source,
-                    f"{S3_SCHEME}{bucket}/{key}",
-                    int(item.get("Size", 0)),
-                    _s3_opener(client, bucket, key),
-                )
+                yield DataFile(f"{S3_SCHEME}{bucket}/{key}", int(item.get("Size", 0)), opener)
     except (BotoCoreError, ClientError) as error:
         raise SourceError(f"cannot list {source}: {describe_error(error)}") from None
 
 
-def _s3_opener(client: Any, bucket: str, key: str) -> Callable[[], BinaryIO]:
-    def open_object() -> BinaryIO:
+class _S3Opener:
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def __call__(self, label: str) -> BinaryIO:
+        bucket, key = split_s3(label)
+        return io.BufferedReader(_S3Object(self.client, bucket, key), READ_CHUNK)
+
+
+# A paced backfill reads an object for minutes, in bursts: S3 may drop a connection left unread
+# that long. The object is then asked for again from the byte reached (the same version: its
+# ETag), which the gunzipping above never notices.
+RECONNECTS = 5
+
+
+class _S3Object(io.RawIOBase):
+    """An S3 object as a raw stream (botocore's ``StreamingBody`` has ``read(n)`` only) that
+    picks up where it was when its connection drops."""
+
+    def __init__(self, client: Any, bucket: str, key: str) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._key = key
+        self._position = 0
+        self._etag: str | None = None
+        self._body: Any = None
+        self._open()
+
+    def _open(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         from heap_forwarder_tools.stacks import describe_error
 
+        request: dict[str, Any] = {"Bucket": self._bucket, "Key": self._key}
+        if self._position:
+            request["Range"] = f"bytes={self._position}-"
+        if self._etag:
+            request["IfMatch"] = self._etag
         try:
-            body = client.get_object(Bucket=bucket, Key=key)["Body"]
+            response = self._client.get_object(**request)
         except (BotoCoreError, ClientError) as error:
-            raise SourceError(f"cannot read s3://{bucket}/{key}: {describe_error(error)}") from None
-        return io.BufferedReader(_StreamingRaw(body), READ_CHUNK)
-
-    return open_object
-
-
-class _StreamingRaw(io.RawIOBase):
-    """botocore's ``StreamingBody`` (``read(n)`` only) as a raw stream a buffer can wrap."""
-
-    def __init__(self, body: Any) -> None:
-        self._body = body
+            where = f"s3://{self._bucket}/{self._key}"
+            raise SourceError(f"cannot read {where}: {describe_error(error)}") from None
+        self._etag = self._etag or response.get("ETag")
+        self._body = response["Body"]
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._body.read(len(buffer))
+        from botocore.exceptions import BotoCoreError
+
+        for attempt in range(RECONNECTS + 1):
+            try:
+                data = self._body.read(len(buffer))
+                break
+            except (BotoCoreError, OSError, ValueError):  # ValueError: urllib3's "I/O on closed file"
+                if attempt == RECONNECTS:
+                    raise
+                self._body.close()
+                self._open()
         buffer[: len(data)] = data
+        self._position += len(data)
         return len(data)
 
     def close(self) -> None:
         try:
-            self._body.close()
+            if self._body is not None:
+                self._body.close()
         finally:
             super().close()
 
