@@ -5,8 +5,8 @@ process, the CLI in its own process as a user runs it.
 What it measures: events enqueued per second (the CLI's own ceiling: pacing is scaled out of
 the way with ``--time-scale``, the backlog bound lifted), SQS requests per 1,000 events, and the
 CLI's peak RSS (``wait4``'s ``ru_maxrss``), at two archive sizes: the archive is streamed, so the
-peak must not grow with it (target: at most 150 MB). A thread purges the queue while it runs, so
-that moto's memory holds no copy of the archive either.
+peak must not grow with it (target: at most 150 MB). Two threads receive and delete what reaches
+the queue, as consumers would, so that moto's memory holds no copy of the archive either.
 
     .venv/bin/python bench/backfill.py --mb 20      # alone; bench/run.py runs it in full mode only
 """
@@ -46,6 +46,9 @@ def _templates() -> list[str]:
         slots = {**sample, "messageId": "@MID@", "anonymousId": "@AID@", "timestamp": "@TS@"}
         if "userId" in slots:
             slots["userId"] = "@UID@"
+        for blob in ("properties", "traits"):
+            if isinstance(slots.get(blob), dict):
+                slots[blob] = {**slots[blob], "ref": "@REF@"}  # values vary, as real ones do
         templates[name] = c.compact(slots)
     return [templates[name] for name in c.mix_order(c.MIX)]
 
@@ -65,6 +68,7 @@ def _lines(seed: int) -> Iterator[bytes]:
             .replace("@AID@", f"{user:010x}-anon")
             .replace("@UID@", f"usr_{user:010x}")
             .replace("@TS@", time.strftime("%Y-%m-%dT%H:%M:%S.000Z", moment))
+            .replace("@REF@", f"{rng.getrandbits(96):024x}")
         )
         yield line.encode() + b"\n"
         n += 1
@@ -91,12 +95,19 @@ def write_archive(folder: Path, target_mb: float) -> tuple[list[Path], int]:
     return files, events
 
 
-def _purge(sqs: Any, url: str, stop: threading.Event) -> None:
-    while not stop.wait(0.5):
+def _drain(sqs: Any, url: str, stop: threading.Event) -> None:
+    """Receive and delete, as a consumer would, so that moto holds no copy of the archive (it
+    allows one PurgeQueue a minute, as SQS does)."""
+    while not stop.is_set():
         try:
-            sqs.purge_queue(QueueUrl=url)
-        except Exception:  # a purge refused now and then changes nothing measured
-            continue
+            found = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+                "Messages", []
+            )
+            if found:
+                entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(found)]
+                sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+        except Exception:  # a failed receive or delete leaves a message in memory: nothing measured
+            time.sleep(0.1)
 
 
 def run_once(moto_url: str, target_mb: float, work: Path) -> dict[str, Any]:
@@ -117,8 +128,9 @@ def run_once(moto_url: str, target_mb: float, work: Path) -> dict[str, Any]:
         path.unlink()
     url = sqs.create_queue(QueueName=f"bench-backfill-{target_mb:g}")["QueueUrl"]
     stop = threading.Event()
-    purger = threading.Thread(target=_purge, args=(sqs, url, stop), daemon=True)
-    purger.start()
+    drainers = [threading.Thread(target=_drain, args=(sqs, url, stop), daemon=True) for _ in range(2)]
+    for drainer in drainers:
+        drainer.start()
     out_path, err_path = work / "out.txt", work / "err.txt"
     argv = [
         c.PYTHON,
@@ -146,7 +158,8 @@ def run_once(moto_url: str, target_mb: float, work: Path) -> dict[str, Any]:
             process.returncode = os.waitstatus_to_exitcode(status)
     finally:
         stop.set()
-        purger.join(5)
+        for drainer in drainers:
+            drainer.join(5)
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
             for item in page.get("Contents") or []:
                 s3.delete_object(Bucket=BUCKET, Key=item["Key"])
