@@ -148,8 +148,10 @@ def backfill(
         source,
         "--queue-url",
         stack.main_queue_url,
+        # The local stack runs one consumer; the backfill is told four drain the queue. Its pace
+        # alone would let the queue grow: the backlog bound is what holds it.
         "--max-concurrency",
-        "1",  # the local stack runs one consumer
+        "4",
         "--time-scale",
         str(TIME_SCALE),
         "--max-backlog",
@@ -221,7 +223,7 @@ def test_an_interrupted_and_resumed_backfill_puts_every_valid_event_into_heap_on
     # The backlog stayed within its bound all along (and the bound was reached: it did the work).
     assert watch.samples > 10
     assert watch.peak <= MAX_BACKLOG
-    assert watch.peak > MAX_BACKLOG // 4
+    assert watch.peak > MAX_BACKLOG // 2
     assert stack.dead_letters() == []
 
     # 3. A re-run from scratch of one file puts no duplicate into Heap: its events keep their ids.

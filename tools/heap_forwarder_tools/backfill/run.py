@@ -29,6 +29,7 @@ from heap_forwarder_tools.backfill.packing import (
     SQS_MAX_BATCH_ENTRIES,
     SQS_MAX_MESSAGE_BYTES,
     Body,
+    InvocationFit,
     Packer,
     utf8_length,
 )
@@ -131,7 +132,10 @@ class Backfill:
         self._files_read = 0  # for the display: files and lines read, sent or not yet
         self._lines_read = 0
         max_bytes = queue.max_message_bytes if queue else SQS_MAX_MESSAGE_BYTES
-        self.packer = Packer(max_bytes)
+        # The consumer's pace in the stack's time: a local stack at --time-scale K delivers K times
+        # as many events in one invocation.
+        fit = InvocationFit.of(plan.drain.events_per_minute_per_instance * plan.time_scale)
+        self.packer = Packer(max_bytes, fit=fit)
         self.packer.max_events = min(self.packer.max_events, max(1, plan.max_backlog))
         self.max_batch_bytes = max_bytes  # SendMessageBatch's total is bounded like one message
         self.enqueuer: Enqueuer | None = None
