@@ -122,3 +122,10 @@ def test_a_number_too_large_for_a_float_in_a_batch_item_is_refused() -> None:
     # as written, and the stack's Heap rules refuse it, as they would from any producer.)
     refused = prepare(item({**TRACK, "properties": {"x": float("inf")}}, index=1), "f")
     assert isinstance(refused, Refused) and "too large for a float" in refused.reason
+
+
+def test_a_lone_surrogate_is_sent_escaped_as_sqs_takes_only_utf_8() -> None:
+    ready = prepare(item({**TRACK, "properties": {"name": "caf\ud800"}}, index=1), "f")
+    assert isinstance(ready, Ready)
+    ready.text.encode("utf-8")  # would raise with the surrogate itself
+    assert json.loads(ready.text)["properties"]["name"] == "caf\ud800"

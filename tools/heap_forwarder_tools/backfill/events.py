@@ -96,7 +96,18 @@ def prepare(item: Item, label: str) -> Ready | Refused:
             text = json.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         except ValueError:
             return Refused(TOO_LARGE_NUMBER, TOO_LARGE_NUMBER)
+        if not text.isascii() and not _utf8(text):
+            # A lone surrogate ("\ud800" in the file) cannot be UTF-8, which SQS takes: escaped.
+            text = json.dumps(event, ensure_ascii=True, separators=(",", ":"))
     return Ready(kind, str(name or ""), moment, text)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _by_models(event: Any) -> dict[str, Any] | Refused:
