@@ -18,7 +18,11 @@ Figures (see docs/performance.md):
 - isolation: requests and items re-sent to find k refused events among 1,000 (k = 1, 3, 10,
   100), and, in full mode, how long a trickling Heap holds each handler told it has 30 s left;
 - pacing: a 60,000-event backlog against the emulator enforcing Heap's rate limits, time
-  compressed: delivery rate as a fraction of Heap's cap, 429s received, events lost.
+  compressed: delivery rate as a fraction of Heap's cap, 429s received, events lost;
+- backfill (full mode only): ``heap-forwarder backfill`` streaming a generated ~200 MB gzipped
+  Segment-style archive from moto's S3 into the main queue: events enqueued per second, SQS
+  requests per 1,000 events, the CLI's peak RSS (and the same for a 20 MB archive: the peak
+  must not grow with the archive).
 
 Exit status: 1 when any event was not delivered (or was lost) or a figure could not be
 measured; never because of a timing. Timings are printed, with whether each target is met.
@@ -38,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import _common as c
+import backfill
 import cold_start
 import memory
 import pacing
@@ -137,6 +142,8 @@ def measure(mode: Mode) -> tuple[dict[str, Any], dict[str, str]]:
     results["isolation"] = _measure(
         "isolation (bench_isolation.py)", errors, lambda: _script("bench_isolation.py", mode)
     )
+    if mode is FULL:  # minutes, and ~1 GB of disk churn: never in CI
+        results["backfill"] = _measure("backfill (bench/backfill.py)", errors, backfill.run)
     return results, errors
 
 
@@ -267,6 +274,30 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
             )
         )
         table.append(("pacing: events lost", f"{pc['lost']}", "—", "—", "0", _met(pc["lost"] == 0)))
+    bf = results.get("backfill")
+    if bf:
+        for one in bf["runs"]:
+            table.append(
+                (
+                    f"backfill: {one['stored_mb']:.0f} MB gzipped archive, {one['events']:,} events",
+                    f"{one['events_per_s']:,.0f} ev/s enqueued; "
+                    f"{one['requests_per_1000']:.2f} SQS req/1,000 ev",
+                    "—",
+                    "—",
+                    "(info)",
+                    "—",
+                )
+            )
+            table.append(
+                (
+                    f"backfill: CLI peak RSS, {one['stored_mb']:.0f} MB archive",
+                    f"{one['peak_rss_mb']:.1f} MB",
+                    "—",
+                    "—",
+                    f"<= {bf['peak_rss_target_mb']:.0f} MB",
+                    _met(one["peak_rss_mb"] <= bf["peak_rss_target_mb"]),
+                )
+            )
     delivered = delivery_failures(results)
     table.append(
         (
@@ -292,6 +323,9 @@ def delivery_failures(results: dict[str, Any]) -> list[str]:
     pc = results.get("pacing")
     if pc and pc["lost"]:
         problems.append(f"pacing: {pc['lost']} lost")
+    bf = results.get("backfill")
+    if bf and not bf["delivered_all"]:
+        problems.append("backfill: not every event enqueued")
     return problems
 
 
@@ -389,6 +423,8 @@ def report(mode: Mode, results: dict[str, Any], errors: dict[str, str]) -> str:
             f"records retried {pc['records_retried']}, dead-lettered {pc['dead_lettered']}, "
             f"duplicates {pc['duplicates']}.",
         ]
+    if results.get("backfill"):
+        out += ["", "Backfill (bench/backfill.py):", *backfill.describe(results["backfill"])]
     if results.get("mapping"):
         out += ["", "Mapping only (bench/bench_mapping.py):", results["mapping"]["output"]]
     if results.get("delivery"):

@@ -20,6 +20,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import _common as c  # noqa: E402
+import backfill as bench_backfill  # noqa: E402
 import bench_isolation  # noqa: E402
 import memory  # noqa: E402
 import pacing  # noqa: E402
@@ -173,3 +174,40 @@ def test_the_isolation_figures_find_every_refused_event_and_deliver_the_rest(cap
     assert "refused k" in printed
     for k in (1, 3, 10, 100):
         assert f"\n{k} " in printed
+
+
+def test_the_backfill_archive_is_valid_events_each_its_own(tmp_path: Path) -> None:
+    from heap_forwarder_tools.backfill.events import Ready, prepare
+    from heap_forwarder_tools.backfill.reader import read_items
+    from heap_forwarder_tools.backfill.sources import CountingReader, decoded, list_files
+
+    files, events = bench_backfill.write_archive(tmp_path, 0.05)
+    assert [f.name for f in files] == ["0000.bench.gz"]
+    ids = set()
+    [data_file] = list(list_files([str(tmp_path)], lambda: None))
+    with decoded(CountingReader(data_file.open())) as stream:
+        for item in read_items(stream):
+            ready = prepare(item, data_file.label)
+            assert isinstance(ready, Ready), ready
+            ids.add(json.loads(ready.text)["messageId"])
+    assert len(ids) == events
+
+
+def test_the_table_holds_the_backfill_figures_to_their_memory_target() -> None:
+    run = {
+        "stored_mb": 200.0,
+        "events": 2_000_000,
+        "events_per_s": 7000.0,
+        "requests_per_1000": 5.2,
+        "peak_rss_mb": 151.0,
+        "messages": 10_000,
+        "seconds": 285.0,
+        "files": 20,
+    }
+    result = {"runs": [run], "delivered_all": True, "peak_rss_target_mb": 150.0}
+    rows = {row[0]: row for row in bench_run.rows({"backfill": result})}
+    assert rows["backfill: CLI peak RSS, 200 MB archive"][-1] == "NO"
+    assert "7,000 ev/s enqueued" in rows["backfill: 200 MB gzipped archive, 2,000,000 events"][1]
+    assert bench_run.delivery_failures({"backfill": {**result, "delivered_all": False}})[-1] == (
+        "backfill: not every event enqueued"
+    )

@@ -347,6 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_redrive_arguments(redrive)
     redrive.set_defaults(run=cmd_redrive)
+
+    from heap_forwarder_tools.backfill import command as backfill
+
+    backfill_parser = commands.add_parser(
+        "backfill", help="replay historical events (files, s3://) into Heap through the stack's main queue"
+    )
+    backfill.add_arguments(backfill_parser)
+    backfill_parser.set_defaults(run=backfill.run_backfill_command)
     return parser
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from heap_forwarder import defaults
 from heap_forwarder.mapping.loader import build_playbook
 from heap_forwarder.mapping.playbook import PlaybookError
+from heap_forwarder_tools.stacks import StackError, cloudformation_client, describe_error, describe_stack
 
 STANDARD_MAX_BYTES = 4096  # the largest value of a Standard-tier SSM parameter
 ADVANCED_MAX_BYTES = 8192  # ... and of an Advanced-tier one
@@ -41,7 +42,7 @@ DEFAULT_CODE_URI = "handler/"
 Output = Callable[[str], None]
 
 
-class PushError(RuntimeError):
+class PushError(StackError):
     """The push cannot start: no region, no such stack, no parameter to write to..."""
 
 
@@ -77,25 +78,12 @@ class PushResult:
 def stack_mapping(cloudformation: Any, stack: str) -> StackMapping:
     """MappingParameterName, MappingFile and HashKeyParameterName from the stack's parameters
     (empty is unset)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        stacks = cloudformation.describe_stacks(StackName=stack).get("Stacks") or []
-    except ClientError as error:
-        raise PushError(f"cannot read stack {stack!r}: {_describe(error)}") from None
-    except BotoCoreError as error:
-        raise PushError(f"cannot read stack {stack!r}: {error}") from None
-    if not stacks:
-        raise PushError(f"stack {stack!r} not found")
-    values = {
-        str(p.get("ParameterKey")): str(p.get("ParameterValue") or "").strip()
-        for p in stacks[0].get("Parameters") or []
-    }
+    described = describe_stack(cloudformation, stack)
     return StackMapping(
         stack,
-        values.get("MappingParameterName") or None,
-        values.get("MappingFile") or None,
-        values.get("HashKeyParameterName") or None,
+        described.parameter("MappingParameterName"),
+        described.parameter("MappingFile"),
+        described.parameter("HashKeyParameterName"),
     )
 
 
@@ -237,7 +225,7 @@ def push(
             request["KeyId"] = current["KeyId"]  # kept: without it SSM would re-encrypt under aws/ssm
         version = ssm.put_parameter(**request).get("Version")
     except ClientError as error:
-        raise PushError(f"cannot write SSM parameter {name}: {_describe(error)}") from None
+        raise PushError(f"cannot write SSM parameter {name}: {describe_error(error)}") from None
     except BotoCoreError as error:
         raise PushError(f"cannot write SSM parameter {name}: {error}") from None
     return PushResult(name, size, tier, parameter_type, source, version, current is None)
@@ -252,12 +240,6 @@ def pickup_delay_text(max_age: int = defaults.PARAMETERS_MAX_AGE_SECONDS) -> str
         f"(POWERTOOLS_PARAMETERS_MAX_AGE). A playbook the functions refuse leaves the last good one "
         f"in force and counts MappingErrors"
     )
-
-
-def _describe(error: Exception) -> str:
-    response = getattr(error, "response", None) or {}
-    code = str((response.get("Error") or {}).get("Code", ""))
-    return f"{code}: {error}" if code else f"{type(error).__name__}: {error}"
 
 
 # ---------------------------------------------------------------------------------- the CLI
@@ -316,7 +298,7 @@ def run_push_command(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             say=note,
         )
-    except PushError as error:
+    except StackError as error:  # PushError included
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OverrideRefused as error:
@@ -338,13 +320,7 @@ def run_push_command(args: argparse.Namespace) -> int:
 
 def _clients(region: str | None) -> tuple[Any, Any]:
     import boto3
-    from botocore.exceptions import NoRegionError
 
-    try:
-        cloudformation = boto3.client("cloudformation", region_name=region)
-    except NoRegionError:
-        raise PushError(
-            "no AWS region: give --region (the stack's region), or set AWS_REGION / AWS_DEFAULT_REGION"
-        ) from None
+    cloudformation = cloudformation_client(region)
     # The parameter lives in the stack's region: the functions read it there.
     return cloudformation, boto3.client("ssm", region_name=cloudformation.meta.region_name)

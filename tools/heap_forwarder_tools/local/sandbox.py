@@ -31,6 +31,9 @@ REGION = "us-east-1"
 # consumer's backoff (30 s doubling to 30 min) and both functions' time retrying Heap. The
 # functions' Timeout and Heap's connect/read timeouts are not: they bound real work.
 TIME_SETTINGS = ("BACKOFF_BASE_SECONDS", "BACKOFF_CAP_SECONDS", "RETRY_BUDGET_SECONDS")
+# ... and the settings that are rates, multiplied by it: a consumer whose minutes pass k times
+# faster sends k times as many events a real minute (what a backfill at --time-scale k expects).
+RATE_SETTINGS = ("RATE_LIMIT_EVENTS_PER_MINUTE",)
 _DUMMY_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -211,6 +214,9 @@ class Sandbox:
         for name in TIME_SETTINGS:
             if name in spec.environment and self.time_scale != 1:
                 spec.environment[name] = f"{float(spec.environment[name]) / self.time_scale:g}"
+        for name in RATE_SETTINGS:
+            if name in spec.environment and self.time_scale != 1:
+                spec.environment[name] = f"{float(spec.environment[name]) * self.time_scale:g}"
         spec.environment["HEAP_API_URL"] = self.emulator.url
         spec.environment["POWERTOOLS_TRACE_DISABLED"] = "true"  # no X-Ray daemon here
         spec.environment.update(overrides or {})
