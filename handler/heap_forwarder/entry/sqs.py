@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from heap_forwarder.edge.consumer import BackoffPolicy, Consumer
 from heap_forwarder.edge.letters import DeadLetterWriter
-from heap_forwarder.edge.observability import logger, metrics, traced
+from heap_forwarder.edge.observability import logger, metered, traced
 from heap_forwarder.edge.runtime import Runtime, build_runtime
 
 
@@ -44,7 +44,7 @@ def reset() -> None:
 
 
 @logger.inject_lambda_context(correlation_id_path="Records[0].messageId", clear_state=True)
-@metrics.log_metrics
+@metered
 @traced
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     worker = consumer()
