@@ -47,7 +47,11 @@ _warm = _Warm()
 
 
 def preload() -> None:
-    """Import what the first invocation needs (the consumer and everything it builds on)."""
+    """Import what the first invocation needs (the consumer and everything it builds on, boto3
+    for its clients). Modules only: the clients (and the credentials they resolve) are made by
+    the first invocation."""
+    import boto3  # noqa: F401
+
     import heap_forwarder.edge.consumer
     import heap_forwarder.edge.letters
     import heap_forwarder.edge.runtime  # noqa: F401

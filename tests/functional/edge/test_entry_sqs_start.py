@@ -54,7 +54,7 @@ def test_an_on_demand_start_imports_only_what_calling_the_handler_needs() -> Non
 @pytest.mark.parametrize("kind", ["provisioned-concurrency", "snap-start"])
 def test_a_start_ahead_of_requests_imports_the_consumer_at_once(kind: str) -> None:
     modules = set(run_python(IMPORTED, AWS_LAMBDA_INITIALIZATION_TYPE=kind)["modules"])  # type: ignore[arg-type]
-    assert set(FIRST_USE) - {"boto3"} <= modules  # boto3 comes with the clients, on first use
+    assert set(FIRST_USE) <= modules
 
 
 def test_outside_lambda_the_collector_is_left_alone() -> None:

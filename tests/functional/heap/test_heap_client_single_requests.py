@@ -30,14 +30,16 @@ def test_identify_calls_are_delivered_and_reuse_their_connections(
 def test_a_trickling_identify_answer_is_cut_off_at_its_time_limit(emulator, make_client, kit) -> None:
     """Headers at once, then a byte a second: each read is quick, only the watchdog's limit on
     the whole request ends it; the connection is dropped and the next identify call goes through."""
-    emulator.trickle_next(1, bytes_per_second=1, body="x" * 300)
+    # Five bytes a second: every read well within the read timeout (a loaded machine cannot
+    # turn it into a read timeout), 60 s of body in all.
+    emulator.trickle_next(1, bytes_per_second=5, body="x" * 300)
     client = make_client(connect_timeout_s=0.5, read_timeout_s=1.0, retry_budget_s=0)
     started = time.monotonic()
     outcome = client.deliver([kit.identify(1)])[0]
     elapsed = time.monotonic() - started
     assert (outcome.fate, outcome.error_class) == (Fate.RETRYABLE, ErrorClass.TRANSIENT)
     assert outcome.reason == "timeout: Heap's answer was not complete after 1.5s (cut off)"
-    assert elapsed < 5, elapsed  # 1.5 s and a little, not the 300 s of the trickle
+    assert elapsed < 5, elapsed  # 1.5 s and a little, not the 60 s of the trickle
     assert client.deliver([kit.identify(2), kit.identify(3)]) == [DELIVERED] * 2
 
 
