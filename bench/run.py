@@ -20,7 +20,9 @@ Figures (see docs/performance.md):
 - isolation: requests and items re-sent to find k refused events among 1,000 (k = 1, 3, 10,
   100), and, in full mode, how long a trickling Heap holds each handler told it has 30 s left;
 - pacing: a 60,000-event backlog against the emulator enforcing Heap's rate limits, time
-  compressed: delivery rate as a fraction of Heap's cap, 429s received, events lost.
+  compressed: delivery rate as a fraction of Heap's cap, 429s received, events lost;
+- single requests: CPU per identify call (the client's way, urllib3's way, bare http.client)
+  and per-request metrics (tallied vs Powertools points per request).
 
 Exit status: 1 when any event was not delivered (or was lost) or a figure could not be
 measured; never because of a timing. Timings are printed, with whether each target is met.
@@ -118,6 +120,9 @@ def measure(mode: Mode) -> tuple[dict[str, Any], dict[str, str]]:
     )
     results["isolation"] = _measure(
         "isolation (bench_isolation.py)", errors, lambda: _script("bench_isolation.py", mode)
+    )
+    results["requests"] = _measure(
+        "single requests (bench_requests.py)", errors, lambda: _script("bench_requests.py", mode)
     )
     return results, errors
 
@@ -358,7 +363,8 @@ def report(mode: Mode, results: dict[str, Any], errors: dict[str, str]) -> str:
         )
         out += [
             "",
-            f"Cold start (-X importtime, self time): the handler adds to its dependencies: {extra}.",
+            "Cold start (-X importtime, self time), the module and what its first invocation imports: "
+            f"the handler adds to the 4 packages: {extra}.",
             f"Our own modules: {ours}.",
         ]
     mem = results.get("memory")
@@ -396,6 +402,8 @@ def report(mode: Mode, results: dict[str, Any], errors: dict[str, str]) -> str:
         out += ["", "Delivery only (bench/bench_delivery.py):", results["delivery"]["output"]]
     if results.get("isolation"):
         out += ["", "Isolation (bench/bench_isolation.py):", results["isolation"]["output"]]
+    if results.get("requests"):
+        out += ["", "Single requests (bench/bench_requests.py):", results["requests"]["output"]]
     for name, error in errors.items():
         out += ["", f"ERROR in {name}: {error}"]
     return "\n".join(out)
