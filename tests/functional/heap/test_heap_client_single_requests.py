@@ -8,23 +8,30 @@ import time
 
 import urllib3
 
-from heap_forwarder.heap.client import DeliverySettings, HeapClient
+from heap_forwarder.heap.client import SINGLE_REQUEST_CONCURRENCY, DeliverySettings, HeapClient
 from heap_forwarder.heap.items import Endpoint
-from heap_forwarder.heap.transport import MAX_ANSWER_BYTES, RequestRecord
+from heap_forwarder.heap.transport import MAX_ANSWER_BYTES, POOL_CONNECTIONS, RequestRecord, new_pool
 from heap_forwarder.outcome import DELIVERED, ErrorClass, Fate
 
 
-def test_identify_calls_are_delivered_and_reuse_their_connections(
-    emulator, make_client, kit, records: list[RequestRecord]
-) -> None:
-    client = make_client()
-    outcomes = client.deliver([kit.identify(n) for n in range(40)])
+def test_identify_calls_are_delivered_and_reuse_their_connections(emulator, kit) -> None:
+    records: list[RequestRecord] = []
+    # A pool as the functions' (new_pool as shared_pool makes it): 8 kept, waiting past that.
+    pool = new_pool(maxsize=POOL_CONNECTIONS, block=True)
+    client = HeapClient(
+        DeliverySettings(base_url=emulator.url), request_fields=kit.fields, pool=pool, observer=records.append
+    )
+    try:
+        outcomes = client.deliver([kit.identify(n) for n in range(40)])
+        opened = pool.connection_from_url(emulator.url).num_connections
+    finally:
+        pool.clear()
     assert outcomes == [DELIVERED] * 40
     assert emulator.stats()["identifies_accepted"] == 40
     assert [r.endpoint for r in records] == [Endpoint.IDENTIFY] * 40
     assert {r.status for r in records} == {200}
-    # Sent four at a time over kept-alive connections: never a connection per call.
-    assert client.transport.pool.connection_from_url(emulator.url).num_connections <= 4
+    # Sent four at a time over kept-alive connections: one per sending thread, not one per call.
+    assert opened <= SINGLE_REQUEST_CONCURRENCY
 
 
 def test_a_trickling_identify_answer_is_cut_off_at_its_time_limit(emulator, make_client, kit) -> None:
