@@ -22,6 +22,8 @@ sys.path.insert(0, str(BENCH))
 import _common as c  # noqa: E402
 import backfill as bench_backfill  # noqa: E402
 import bench_isolation  # noqa: E402
+import bench_requests  # noqa: E402
+import cold_start  # noqa: E402
 import memory  # noqa: E402
 import pacing  # noqa: E402
 import run as bench_run  # noqa: E402
@@ -211,3 +213,56 @@ def test_the_table_holds_the_backfill_figures_to_their_memory_target() -> None:
     assert bench_run.delivery_failures({"backfill": {**result, "delivered_all": False}})[-1] == (
         "backfill: not every event enqueued"
     )
+
+
+def _cold(failed: int = 0) -> dict[str, Any]:
+    figure = {"handler_s": 0.06, "baseline_s": 0.12, "old_baseline_s": 0.16}
+    first = {
+        "total_s": 0.26,
+        "import_s": 0.06,
+        "invocation_s": 0.2,
+        "total_cpu_s": 0.24,
+        "failed_records": failed,
+        "delivered_all": failed == 0,
+    }
+    importtime = {"extra_packages_ms": {"pydantic": 20.0}, "our_modules": {}}
+    return {
+        "tracing_off": figure,
+        "tracing_on": {"handler_s": 0.1, "baseline_s": 0.1},
+        "importtime": importtime,
+        "first_invocation": first,
+    }
+
+
+def test_the_cold_start_rows_show_both_baselines_and_the_first_invocation() -> None:
+    table = bench_run.report(bench_run.QUICK, {"cold_start": _cold()}, {})
+    assert "cold start: import handler vs the 4 top-level packages | 60 ms" in table
+    assert "cold start, old baseline (the submodules used)" in table
+    assert "import 60 + first 200 ms; CPU 240 ms" in table
+    assert cold_start.BASELINE == "import aws_lambda_powertools, boto3, urllib3, pydantic"
+
+
+def test_a_first_invocation_that_failed_records_fails_the_run() -> None:
+    fine = {
+        "throughput": {"delivered_all": True},
+        "memory": {"delivered_all": True},
+        "pacing": {"delivered_all": True, "lost": 0},
+    }
+    assert not bench_run.delivery_failures({**fine, "cold_start": _cold()})
+    assert bench_run.delivery_failures({**fine, "cold_start": _cold(failed=2)})
+
+
+@pytest.mark.slow
+def test_import_and_first_invocation_deliver_every_record() -> None:
+    with c.services() as running:
+        first = cold_start.first_invocation(1, {**cold_start._env(tracing=False), **running.env})
+    assert first["delivered_all"], first
+    assert first["total_cpu_s"] > 0
+
+
+def test_the_single_request_figures_are_measured(capsys) -> None:
+    assert bench_requests.main(["--quick", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["calls"] == 100
+    for key in ("transport_cpu_s", "pool_manager_cpu_s", "http_client_cpu_s", "metrics_tally_cpu_s"):
+        assert figures[key] > 0

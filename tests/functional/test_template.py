@@ -113,3 +113,23 @@ def test_each_function_has_a_throttles_alarm_on_the_alarm_topic(
         "GreaterThanThreshold",
     )
     assert alarm["TreatMissingData"] == "notBreaching"
+
+
+# ---------------------------------------------------------------------------------- SnapStart
+def test_snapstart_is_off_unless_asked_for(template: dict[str, Any]) -> None:
+    parameter = template["Parameters"]["SnapStart"]
+    assert parameter["Default"] == "None"
+    assert parameter["AllowedValues"] == ["None", "PublishedVersions"]
+    apply_on = template["Globals"]["Function"]["SnapStart"]["ApplyOn"]
+    assert Resolver(template, {}).resolve(apply_on) == "None"
+    assert Resolver(template, {"SnapStart": "PublishedVersions"}).resolve(apply_on) == "PublishedVersions"
+
+
+def test_both_functions_are_called_through_their_published_alias(template: dict[str, Any]) -> None:
+    """SnapStart applies to published versions only: SAM publishes one behind the alias on every
+    deployment and points the SQS event source and the HTTP API's integrations at it."""
+    assert template["Globals"]["Function"]["AutoPublishAlias"] == "live"
+    for function in FUNCTIONS:
+        properties = template["Resources"][function]["Properties"]
+        assert "AutoPublishAlias" not in properties  # no function opts out of the global alias
+        assert "ProvisionedConcurrencyConfig" not in properties  # SnapStart cannot be combined with it

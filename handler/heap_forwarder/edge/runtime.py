@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from heap_forwarder.edge.aws import ClientOnFirstUse
 from heap_forwarder.edge.config import ConfigurationError, Settings, load_settings
 from heap_forwarder.edge.observability import count, logger, record_heap_request
 from heap_forwarder.edge.parameters import ParameterStore
@@ -85,10 +86,9 @@ class Runtime:
         return self.parameters.get(self.settings.hash_key_parameter, secret=True).encode("utf-8")
 
     def sqs(self) -> Any:
+        """The SQS client, made when first used (a batch delivered whole never uses it)."""
         if self.sqs_client is None:
-            import boto3
-
-            self.sqs_client = boto3.client("sqs")
+            self.sqs_client = ClientOnFirstUse("sqs")
         return self.sqs_client
 
 
@@ -111,6 +111,8 @@ def tune_garbage_collector() -> None:
     """A batch builds hundreds of thousands of small, short-lived objects: with CPython's
     default thresholds the collector runs thousands of times per batch and re-scans every
     long-lived object (modules, models, the playbook) each time. Freeze what exists at start
-    and collect the young generation less often."""
+    and collect the young generation less often. (The SQS entry module keeps the collector off
+    until here: it is switched on again.)"""
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
+    gc.enable()

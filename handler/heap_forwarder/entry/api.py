@@ -32,7 +32,7 @@ from heap_forwarder.edge.api_contract import (
 from heap_forwarder.edge.config import ApiAuthMode, Settings
 from heap_forwarder.edge.ingest import Ingest, IngestRequest, is_ingest_route
 from heap_forwarder.edge.letters import DeadLetterWriter
-from heap_forwarder.edge.observability import count, logger, metrics, traced
+from heap_forwarder.edge.observability import count, logger, metered, traced
 from heap_forwarder.edge.parking import RetryQueue
 from heap_forwarder.edge.runtime import Runtime, build_runtime
 from heap_forwarder.models import Problem
@@ -164,7 +164,7 @@ def _not_found(error: NotFoundError) -> Response[str]:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
-@metrics.log_metrics
+@metered
 @traced
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if not is_ingest_route(event):

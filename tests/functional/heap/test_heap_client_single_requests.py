@@ -1,0 +1,142 @@
+"""Identify calls, Heap's endpoint without a bulk form, take the transport's direct way
+(``http.client`` on a connection of the urllib3 pool): the same limits and answers as a bulk
+request, under the emulator's faults."""
+
+from __future__ import annotations
+
+import time
+
+import urllib3
+
+from heap_forwarder.heap.client import SINGLE_REQUEST_CONCURRENCY, DeliverySettings, HeapClient
+from heap_forwarder.heap.items import Endpoint
+from heap_forwarder.heap.transport import MAX_ANSWER_BYTES, POOL_CONNECTIONS, RequestRecord, new_pool
+from heap_forwarder.outcome import DELIVERED, ErrorClass, Fate
+
+
+def test_identify_calls_are_delivered_and_reuse_their_connections(emulator, kit) -> None:
+    records: list[RequestRecord] = []
+    # A pool as the functions' (new_pool as shared_pool makes it): 8 kept, waiting past that.
+    pool = new_pool(maxsize=POOL_CONNECTIONS, block=True)
+    client = HeapClient(
+        DeliverySettings(base_url=emulator.url), request_fields=kit.fields, pool=pool, observer=records.append
+    )
+    try:
+        outcomes = client.deliver([kit.identify(n) for n in range(40)])
+        opened = pool.connection_from_url(emulator.url).num_connections
+    finally:
+        pool.clear()
+    assert outcomes == [DELIVERED] * 40
+    assert emulator.stats()["identifies_accepted"] == 40
+    assert [r.endpoint for r in records] == [Endpoint.IDENTIFY] * 40
+    assert {r.status for r in records} == {200}
+    # Sent four at a time over kept-alive connections: one per sending thread, not one per call.
+    assert opened <= SINGLE_REQUEST_CONCURRENCY
+
+
+def test_a_trickling_identify_answer_is_cut_off_at_its_time_limit(emulator, make_client, kit) -> None:
+    """Headers at once, then a byte a second: each read is quick, only the watchdog's limit on
+    the whole request ends it; the connection is dropped and the next identify call goes through."""
+    # Five bytes a second: every read well within the read timeout (a loaded machine cannot
+    # turn it into a read timeout), 60 s of body in all.
+    emulator.trickle_next(1, bytes_per_second=5, body="x" * 300)
+    client = make_client(connect_timeout_s=0.5, read_timeout_s=1.0, retry_budget_s=0)
+    started = time.monotonic()
+    outcome = client.deliver([kit.identify(1)])[0]
+    elapsed = time.monotonic() - started
+    assert (outcome.fate, outcome.error_class) == (Fate.RETRYABLE, ErrorClass.TRANSIENT)
+    assert outcome.reason == "timeout: Heap's answer was not complete after 1.5s (cut off)"
+    assert elapsed < 5, elapsed  # 1.5 s and a little, not the 60 s of the trickle
+    assert client.deliver([kit.identify(2), kit.identify(3)]) == [DELIVERED] * 2
+
+
+def test_a_slow_identify_answer_times_out_and_is_retried(
+    emulator, make_client, kit, records: list[RequestRecord]
+) -> None:
+    emulator.set_latency(0.6)
+
+    def observe(record: RequestRecord) -> None:
+        records.append(record)
+        emulator.set_latency(0)  # Heap recovers after the first slow answer
+
+    outcome = make_client(read_timeout_s=0.15, observer=observe).deliver([kit.identify(1)])[0]
+    assert outcome == DELIVERED
+    assert (records[0].status, records[0].error) == (None, "timeout after 0.15s")
+    assert records[-1].status == 200
+
+
+def test_identify_calls_never_outlive_the_deadline(emulator, make_client, kit, clock) -> None:
+    emulator.trickle_next(10, bytes_per_second=1, body="x" * 300)
+    client = make_client(connect_timeout_s=0.5, read_timeout_s=1.0)
+    started = time.monotonic()
+    outcomes = client.deliver([kit.identify(n) for n in range(3)], deadline=clock() + 1.0)
+    assert time.monotonic() - started < 1
+    assert {o.error_class for o in outcomes} == {ErrorClass.DEADLINE}
+
+
+def test_a_huge_identify_answer_is_read_only_as_far_as_it_is_quoted(emulator, make_client, kit) -> None:
+    emulator.fail_next(1, 503, body="E" * 1_000_000)
+    client = make_client(retry_budget_s=0)
+    outcome = client.deliver([kit.identify(1)])[0]
+    assert (outcome.fate, outcome.reason) == (Fate.RETRYABLE, "HTTP 503 from Heap")
+    assert len(outcome.detail) < 300
+    assert MAX_ANSWER_BYTES < 1_000_000
+    # The cut answer's connection was closed: its leftovers cannot reach the next request.
+    assert client.deliver([kit.identify(2)]) == [DELIVERED]
+
+
+def test_a_2xx_identify_answer_that_is_not_json_is_not_a_delivery(emulator, make_client, kit) -> None:
+    emulator.fail_next(1, 200, body="<html>Sign in to the Wi-Fi</html>")
+    outcome = make_client(retry_budget_s=0).deliver([kit.identify(1)])[0]
+    assert outcome.error_class is ErrorClass.TRANSIENT
+    assert outcome.reason.startswith("HTTP 200 with a body that is not JSON")
+
+
+def test_an_identify_heap_refuses_is_rejected_with_its_reason(emulator, make_client, kit) -> None:
+    emulator.fail_next(1, 400, body="identity: too long")
+    outcome = make_client().deliver([kit.identify(1)])[0]
+    assert outcome.fate is Fate.REJECTED
+    assert outcome.reason.startswith("HTTP 400 from Heap")
+
+
+def test_identify_to_a_port_nobody_listens_on_is_a_retryable_connection_error(kit) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a free port, closed again: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = DeliverySettings(base_url=f"http://127.0.0.1:{port}", connect_timeout_s=0.5, retry_budget_s=0)
+    outcome = HeapClient(settings, request_fields=kit.fields).deliver([kit.identify(1)])[0]
+    assert (outcome.fate, outcome.error_class) == (Fate.RETRYABLE, ErrorClass.TRANSIENT)
+    assert outcome.reason.startswith("connection error")
+
+
+def test_waiting_for_a_pooled_connection_is_bounded_for_identify_calls(emulator, kit) -> None:
+    busy = urllib3.PoolManager(maxsize=1, block=True, retries=False)
+    held = busy.connection_from_url(emulator.url)._get_conn()  # the only connection, taken
+    try:
+        client = HeapClient(
+            DeliverySettings(base_url=emulator.url, connect_timeout_s=0.2, retry_budget_s=0.0),
+            request_fields=kit.fields,
+            pool=busy,
+        )
+        started = time.monotonic()
+        outcome = client.deliver([kit.identify(1)])[0]
+        waited = time.monotonic() - started
+    finally:
+        held.close()
+        busy.clear()
+    assert outcome.fate is Fate.RETRYABLE
+    assert outcome.reason == "connection error: no free connection to Heap within 0.2s"
+    assert waited < 2.0
+    assert kit.request_count(emulator) == 0
+
+
+def test_a_cleared_pool_manager_does_not_break_identify_calls(emulator, kit) -> None:
+    """The transport keeps the host's pool between requests; one the PoolManager closed (cleared,
+    or evicted) is looked up again."""
+    pool = urllib3.PoolManager(maxsize=2, block=True, retries=False)
+    client = HeapClient(DeliverySettings(base_url=emulator.url), request_fields=kit.fields, pool=pool)
+    assert client.deliver([kit.identify(1)]) == [DELIVERED]
+    pool.clear()
+    assert client.deliver([kit.identify(2)]) == [DELIVERED]
