@@ -245,6 +245,7 @@ def test_the_cold_start_rows_show_both_baselines_and_the_first_invocation() -> N
 def test_a_first_invocation_that_failed_records_fails_the_run() -> None:
     fine = {
         "throughput": {"delivered_all": True},
+        "throughput_mix": {"delivered_all": True},
         "memory": {"delivered_all": True},
         "pacing": {"delivered_all": True, "lost": 0},
     }

@@ -107,9 +107,10 @@ NEEDED = (
 TOOL_NAMES = {"emulator", "local", "cli", "redrive", "openapi", "demo", "sandbox", "poller"}
 # A tripwire, not a target: the runtime was 5,039 lines when the tools moved out (8,359
 # before); 6,695 with the playbook's property operations, global rows, and its problems'
-# file:line:column and did-you-mean (mapping/edits.py, source_map.py, suggest.py). Raise it
-# knowingly when the runtime grows; a jump (the tools are ~3,000 lines) means they ship again.
-MAX_ARTIFACT_LINES = 7_400
+# file:line:column and did-you-mean (mapping/edits.py, source_map.py, suggest.py); 7,526 with
+# the compiled playbook (mapping/compiled.py) and the cheaper identify path. Raise it knowingly
+# when the runtime grows; a jump (the tools are ~7,700 lines now) means they ship again.
+MAX_ARTIFACT_LINES = 8_200
 
 # Run in a fresh interpreter whose sys.path starts at the artifact: imports every module the
 # artifact holds, then reports where each of our modules came from and which installed
