@@ -12,6 +12,9 @@
 - On the last receive before the redrive limit the consumer parks the still-failing events
   in the DLQ itself ("retries exhausted: <cause>"), so nothing reaches the DLQ without a reason.
 - A configuration fault (SSM unreadable, Heap 401/403/404...) fails every record: nothing lost.
+- An invocation takes on no more events than its pace can deliver in the time it has; the
+  records past that are sent back to the queue as new messages (``Redelivery.requeue``), so a
+  dense backlog never spends their receives (or dead-letters them as "retries exhausted").
 """
 
 from __future__ import annotations
@@ -41,10 +44,15 @@ MAX_EVENTS_PER_RECORD = 2_500
 # Events one invocation takes on. Lambda hands over up to 6 MB, which can hold two million
 # ``{}`` across records each under the per-record cap (1.25 GB of Python objects, a million
 # dead letters); past this many events the remaining records are not decoded but handed back
-# for another invocation. 50,000 is more than 6 MB of any real event holds (120 bytes each), so
-# ordinary batches are never cut: a deferral costs a record one of its receives. Records on
-# their last receive are always read: they have no receive left to lose.
+# for another invocation. 50,000 is more than 6 MB of any real event holds (120 bytes each).
+# The pace lowers it further (``Pace.events_within``): what the invocation cannot deliver in its
+# time is not taken on. Records on their last receive are always read: they have no receive
+# left to lose.
 MAX_EVENTS_PER_INVOCATION = 50_000
+# The message attributes a record sent back to the queue carries (``Redelivery.requeue``): the
+# first message's id and sent time, from which its events are completed, as on every receive.
+ORIGINAL_MESSAGE_ID = "HfOriginalMessageId"
+ORIGINAL_SENT_TIMESTAMP = "HfOriginalSentTimestamp"
 # Dead letters always get this long, even when delivery used up the time: they are how an event
 # on its last receive keeps its reason. Bounded all the same (at most the invocation's events).
 LETTER_MIN_SECONDS = 1.0
@@ -62,10 +70,23 @@ class _Record:
     unreadable: Outcome | None = None  # the body itself could not be read as events
     deferred: bool = False  # not read: the invocation had its fill of events (see read_records)
 
+    origin_id: str = ""  # the first message's id: this one's, unless it was sent back
+    origin_sent: Any = None  # the first message's SentTimestamp
+
     @property
     def first_seen(self) -> str:
         """When SQS first handed the record over (only dead letters need it: off the hot path)."""
         return _first_seen(self.attributes)
+
+
+class Pace(NamedTuple):
+    """The consumer's pace (its rate limiter's settings): how many events it can deliver."""
+
+    events_per_second: float
+    burst: int
+
+    def events_within(self, seconds: float) -> int:
+        return int(self.burst + self.events_per_second * max(seconds, 0.0))
 
 
 class BackoffPolicy(NamedTuple):
@@ -109,6 +130,38 @@ class Redelivery(NamedTuple):
                 # The queue's own visibility timeout still brings the records back: log, go on.
                 logger.warning("could not extend visibility timeouts", extra={"cause": type(error).__name__})
 
+    def requeue(self, records: Sequence[_Record]) -> set[str]:
+        """Records an invocation did not take on, sent back to the queue as new messages (their
+        first id and sent time in attributes, so their events complete as before): they are
+        not failed, so Lambda deletes them, and waiting costs them no receive. The ids of those
+        SQS took; any other stays failed, as before (its visibility unchanged)."""
+        if not self.queue_url or not records:
+            return set()
+        taken: set[str] = set()
+        for start in range(0, len(records), 10):
+            chunk = records[start : start + 10]
+            entries = [
+                {
+                    "Id": str(i),
+                    "MessageBody": r.body,
+                    "MessageAttributes": {
+                        ORIGINAL_MESSAGE_ID: {"DataType": "String", "StringValue": r.origin_id},
+                        ORIGINAL_SENT_TIMESTAMP: {"DataType": "String", "StringValue": str(r.origin_sent)},
+                    },
+                }
+                for i, r in enumerate(chunk)
+                if r.origin_id and r.origin_sent is not None
+            ]
+            if not entries:
+                continue
+            try:
+                answer = self.sqs_client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            except (BotoCoreError, ClientError) as error:
+                logger.warning("could not send deferred records back", extra={"cause": type(error).__name__})
+                continue
+            taken.update(chunk[int(ok["Id"])].message_id for ok in answer.get("Successful") or [])
+        return taken
+
 
 def _first_seen(attributes: Mapping[str, Any]) -> str:
     stamp = attributes.get("ApproximateFirstReceiveTimestamp") or attributes.get("SentTimestamp")
@@ -150,13 +203,27 @@ def _record(raw: Mapping[str, Any]) -> _Record:
         receive_count = int(attributes.get("ApproximateReceiveCount", 1))
     except (TypeError, ValueError):
         receive_count = 1
+    message_id = str(raw.get("messageId", ""))
+    # A record an earlier invocation sent back carries its first self's id and sent time (a
+    # producer setting them only chooses its own events' messageIds, which it can anyway).
+    originals = raw.get("messageAttributes") or {}
+    origin_id = _attribute(originals, ORIGINAL_MESSAGE_ID) or message_id
+    origin_sent = _attribute(originals, ORIGINAL_SENT_TIMESTAMP) or attributes.get("SentTimestamp")
     return _Record(
-        message_id=str(raw.get("messageId", "")),
+        message_id=message_id,
         receipt_handle=str(raw.get("receiptHandle", "")),
         receive_count=receive_count,
         attributes=attributes,
         body=str(raw.get("body", "")),
+        origin_id=origin_id,
+        origin_sent=origin_sent,
     )
+
+
+def _attribute(attributes: Mapping[str, Any], name: str) -> str | None:
+    value = attributes.get(name)
+    text = value.get("stringValue") if isinstance(value, Mapping) else None
+    return str(text) if text else None
 
 
 def _read(record: _Record) -> None:
@@ -190,8 +257,8 @@ def _complete(record: _Record) -> None:
         if _whole(event):
             continue  # the usual case: nothing to fill
         if received_at is _UNREAD:
-            received_at = received_at_of(record.attributes.get("SentTimestamp"))
-        fill(event, received_at, _position_id(record.message_id, position) if record.message_id else None)
+            received_at = received_at_of(record.origin_sent)
+        fill(event, received_at, _position_id(record.origin_id, position) if record.origin_id else None)
 
 
 _UNREAD: Any = object()
@@ -222,8 +289,10 @@ class Consumer:
         max_receive_count: int,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        pace: Pace | None = None,
     ) -> None:
         self.pipeline_factory = pipeline_factory
+        self.pace = pace
         self.redelivery = Redelivery(sqs_client, queue_url, backoff, rng or random.Random())
         self.dead_letters = dead_letters
         self.max_receive_count = max_receive_count
@@ -240,7 +309,7 @@ class Consumer:
         """``remaining_seconds``: until delivery must end; dead letters may take up to
         ``letter_grace_seconds`` more (a part of the margin kept back from Lambda's deadline)."""
         started = self.clock()
-        all_records = read_records(sqs_event, self.max_events_per_invocation, self.max_receive_count)
+        all_records = read_records(sqs_event, self.events_to_take(remaining_seconds), self.max_receive_count)
         count("BatchSize", len(all_records))
         deferred = [r for r in all_records if r.deferred]
         records = [r for r in all_records if not r.deferred]
@@ -265,12 +334,25 @@ class Consumer:
         outcomes = pipeline.process(raws, deadline=deadline) if raws else []
         return self._merge(self._settle(records, outcomes, letters_until), deferred)
 
+    def events_to_take(self, remaining_seconds: float | None) -> int:
+        """At most what the pace can deliver in the time left (never below one record: the
+        first is always read)."""
+        if self.pace is None or remaining_seconds is None:
+            return self.max_events_per_invocation
+        return min(self.max_events_per_invocation, self.pace.events_within(remaining_seconds))
+
     def _merge(self, response: dict[str, Any], deferred: Sequence[_Record]) -> dict[str, Any]:
-        """The records left unread go back to the queue as they are (their visibility timeout
-        unchanged: no call per record), for another invocation. None is on its last receive."""
+        """The records the invocation did not take on go back to the queue as new messages
+        (``Redelivery.requeue``); one SQS did not take stays failed, as it is (its visibility
+        timeout unchanged), for another invocation. None is on its last receive."""
         if deferred:
             count("RecordsDeferred", len(deferred))
-            response["batchItemFailures"].extend({"itemIdentifier": r.message_id} for r in deferred)
+            requeued = self.redelivery.requeue(deferred)
+            if requeued:
+                count("RecordsRequeued", len(requeued))
+            response["batchItemFailures"].extend(
+                {"itemIdentifier": r.message_id} for r in deferred if r.message_id not in requeued
+            )
         return response
 
     def _settle(

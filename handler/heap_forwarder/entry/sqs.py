@@ -67,7 +67,7 @@ def consumer() -> Consumer:
 
 
 def _build_consumer() -> Consumer:
-    from heap_forwarder.edge.consumer import BackoffPolicy, Consumer
+    from heap_forwarder.edge.consumer import BackoffPolicy, Consumer, Pace
     from heap_forwarder.edge.letters import DeadLetterWriter
     from heap_forwarder.edge.runtime import build_runtime
 
@@ -81,6 +81,7 @@ def _build_consumer() -> Consumer:
         dead_letters=DeadLetterWriter(sqs, settings.dead_letter_queue_url or ""),
         backoff=BackoffPolicy(settings.backoff_base_seconds, settings.backoff_cap_seconds),
         max_receive_count=settings.max_receive_count,
+        pace=Pace(settings.rate_limit_events_per_minute / 60, settings.rate_limit_burst),
     )
 
 

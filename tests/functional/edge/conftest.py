@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import urllib3
 
-from heap_forwarder.edge.consumer import BackoffPolicy, Consumer
+from heap_forwarder.edge.consumer import BackoffPolicy, Consumer, Pace
 from heap_forwarder.edge.letters import DeadLetterWriter
 from heap_forwarder.edge.observability import logger, metrics
 from heap_forwarder.heap.client import DeliverySettings, HeapClient
@@ -225,6 +225,8 @@ def make_consumer(
         pipeline_factory: Callable[[], Pipeline] | None = None,
         dlq_url: str | None = None,
         seed: int = 7,
+        sqs_client: Any = None,
+        pace: Pace | None = None,
         **delivery: Any,
     ) -> Consumer:
         mapper = Mapper(playbook, {"MY_APP_ID": app_id})
@@ -233,12 +235,13 @@ def make_consumer(
         )
         return Consumer(
             pipeline_factory or (lambda: Pipeline(mapper, heap)),
-            aws.sqs,
+            sqs_client or aws.sqs,
             aws.main_url,
             DeadLetterWriter(aws.sqs, dlq_url or aws.dlq_url),
             BackoffPolicy(base, cap),
             max_receive_count=max_receive_count,
             rng=random.Random(seed),
+            pace=pace,
         )
 
     return make

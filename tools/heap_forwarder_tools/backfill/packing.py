@@ -5,8 +5,8 @@ and never so dense that one consumer invocation gets more events than it can del
 That last bound comes from how the stack drains. Lambda hands the consumer up to ``BatchSize``
 (1,000) records or 6 MB at a time, and the consumer paces itself at ``RateLimitEventsPerMinute``
 within its 60-second timeout: about 6,700 events with the defaults. What it cannot deliver in
-time goes back to the queue with a growing backoff and one receive used, and a record that keeps
-coming back ends in the DLQ as "retries exhausted". A full invocation of records of ``n`` events
+time it does not take on: it sends those records back to the queue (an SQS request per 10, and
+more time in the queue), which packing to the pace avoids. A full invocation of records of ``n`` events
 and ``b`` bytes each holds ``min(BatchSize x n, 6 MB x n / b)`` events: for events of 1 KB or
 more, the 6 MB bound keeps it under the pace whatever ``n``, and messages are packed full; for
 smaller events, ``n`` is held to what 1,000 records of them allow (``InvocationFit``).
