@@ -31,13 +31,14 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
-from types import FrameType, MappingProxyType, TracebackType
+from types import FrameType, MappingProxyType
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import pydantic_core
 
 from heap_forwarder.heap.items import Endpoint
+from heap_forwarder_tools.service import Service
 
 DEFAULT_APP_IDS: Final = ("demo-app-id",)
 DEFAULT_MAX_BODY_BYTES: Final = 5_000_000
@@ -406,7 +407,7 @@ def listening_url(address: Any) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-class HeapEmulator:
+class HeapEmulator(Service):
     """Heap's server-side API on 127.0.0.1, with a store to inspect and faults to inject.
 
     ``time_scale`` k makes Heap's clock run k times faster for rate limits (a 60 s window lasts
@@ -491,14 +492,6 @@ class HeapEmulator:
                 connection.shutdown(socket.SHUT_RDWR)
         if thread is not None:
             thread.join(timeout=5)
-
-    def __enter__(self) -> HeapEmulator:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -39,6 +39,7 @@ from heap_forwarder_tools.local.invoke import LocalContext, load_handler
 from heap_forwarder_tools.local.metrics import split_metrics
 from heap_forwarder_tools.local.sandbox import environment
 from heap_forwarder_tools.local.template import FunctionSpec
+from heap_forwarder_tools.service import Service
 
 FUNCTION = "ApiFunction"
 # API Gateway's own limit on an HTTP API request body.
@@ -293,7 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
 
-class LocalApiServer:
+class LocalApiServer(Service):
     """The API function behind a real HTTP server on ``host:port`` (port 0: any free port)."""
 
     def __init__(
@@ -350,14 +351,6 @@ class LocalApiServer:
         if self._reset is not None:
             self._reset()  # the warm state belongs to this server's environment
         self._stack.close()
-
-    def __enter__(self) -> LocalApiServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:

@@ -30,7 +30,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, TextIO
 
 from heap_forwarder_tools.emulator import HeapEmulator
@@ -44,6 +43,7 @@ from heap_forwarder_tools.local.sandbox import (
     queue_counts,
 )
 from heap_forwarder_tools.local.server import ApiExchange, LocalApiServer, api_routes
+from heap_forwarder_tools.service import Service
 
 API_FUNCTION = "ApiFunction"
 CONSUMER_FUNCTION = "ConsumerFunction"
@@ -83,7 +83,7 @@ def consumer_summary(report: dict[str, Any]) -> str:
     return f"{len(records)} record(s) ({receive}): " + ", ".join(parts)
 
 
-class LocalStack:
+class LocalStack(Service):
     """moto's server + the Heap emulator + the API + the consumer; see the module's docstring."""
 
     def __init__(
@@ -158,14 +158,6 @@ class LocalStack:
         if self._log is not None:
             self._log.close()
             self._log = None
-
-    def __enter__(self) -> LocalStack:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ where things are
     @property
