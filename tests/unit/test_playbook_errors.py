@@ -6,6 +6,7 @@ Line and column numbers are those of the fixture files in tests/support/playbook
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -142,8 +143,13 @@ def test_yaml_that_does_not_parse_names_the_file_line_and_column() -> None:
 def test_json_that_does_not_parse_names_the_file_line_and_column() -> None:
     path = PLAYBOOKS / "trailing_comma.json"
     [problem] = errors_of("trailing_comma.json").details
+    # Python's own words and column for this (3.11: "Expecting property name enclosed in double
+    # quotes" at 3:42; 3.13: "Illegal trailing comma before end of object" at 3:41).
+    with pytest.raises(json.JSONDecodeError) as parser:
+        json.loads(path.read_text("utf-8"))
+    assert parser.value.lineno == 3
     assert str(problem) == (
-        f"{path}:3:42: cannot parse: not valid JSON: Expecting property name enclosed in double quotes"
+        f"{path}:3:{parser.value.colno}: cannot parse: not valid JSON: {parser.value.msg}"
     )
 
 
