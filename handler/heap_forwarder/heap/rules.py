@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
@@ -62,6 +63,15 @@ def check_identity(value: Any, field: str = "identity") -> str:
     if len(value) > MAX_IDENTITY:
         raise HeapRuleError(f"{field}: {len(value)} characters, Heap allows at most {MAX_IDENTITY}")
     return value
+
+
+def _plain_identity(value: Any) -> bool:
+    """``check_identity`` would take ``value`` as it is: a string, not too long, no placeholder."""
+    return (
+        value.__class__ is str
+        and len(value) <= MAX_IDENTITY
+        and value.strip().lower() not in PLACEHOLDER_IDENTITIES
+    )
 
 
 def _list_value(key: str, value: list[Any], settings: RuleSettings) -> str:
@@ -236,7 +246,10 @@ def _path_part(part: Any) -> str:
     return json.dumps(part, ensure_ascii=False) if isinstance(part, str) else str(part)
 
 
-def _timestamp(body: dict[str, Any]) -> None:
+def _timestamp(body: dict[str, Any], stamp: str | None) -> None:
+    if stamp is not None:
+        body["timestamp"] = stamp  # the caller's word: this is the body's time in Heap's form
+        return
     value = body.get("timestamp")
     if value is None:
         body.pop("timestamp", None)
@@ -271,20 +284,39 @@ def apply_rules(item: HeapItem, settings: RuleSettings) -> HeapItem:
     return HeapItem(item.endpoint, body, item.source)
 
 
-def rule_body(endpoint: Endpoint, body: dict[str, Any], settings: RuleSettings) -> None:
-    """``apply_rules`` on a body the caller owns, in place (the compiled path's own bodies)."""
-    _BY_ENDPOINT[endpoint](body, settings)
+def rule_body(
+    endpoint: Endpoint, body: dict[str, Any], settings: RuleSettings, stamp: str | None = None
+) -> None:
+    """``apply_rules`` on a body the caller owns, in place (the compiled path's own bodies).
+
+    ``stamp``: the Heap text of ``body["timestamp"]`` when the caller already has it (the
+    compiled path keeps an event time that is already in Heap's form, so that it need not be
+    formatted again: ``isoformat`` of an aware time costs about 1 µs)."""
+    rules_for(endpoint)(body, settings, stamp)
+
+
+BodyRules = Callable[[dict[str, Any], RuleSettings, str | None], None]
+
+
+def rules_for(endpoint: Endpoint) -> BodyRules:
+    """``rule_body`` for one endpoint, looked up once (the compiled functions bind it)."""
+    return _BY_ENDPOINT[endpoint]
+
+
+def _finite_fields(body: dict[str, Any]) -> None:
     for key, value in body.items():
         # Keys a custom playbook row adds pass as they are, but never as a number JSON cannot hold.
         if isinstance(value, float) and not math.isfinite(value):
             raise HeapRuleError(f"{key}: {value} is not a finite number")
 
 
-def _track(body: dict[str, Any], settings: RuleSettings) -> None:
-    if body.get("user_id") is not None and body.get("identity") is not None:
-        body.pop("user_id")  # Heap: identity and user_id are never sent together
-    if body.get("identity") is not None:
-        body["identity"] = check_identity(body["identity"])
+def _track(body: dict[str, Any], settings: RuleSettings, stamp: str | None = None) -> None:
+    identity = body.get("identity")
+    if identity is not None:
+        if body.get("user_id") is not None:
+            body.pop("user_id")  # Heap: identity and user_id are never sent together
+        if not _plain_identity(identity):
+            body["identity"] = check_identity(identity)
     elif body.get("user_id") is not None:
         body["user_id"] = check_identity(body["user_id"], "user_id")
     else:
@@ -295,27 +327,30 @@ def _track(body: dict[str, Any], settings: RuleSettings) -> None:
     if len(name) > MAX_EVENT_NAME:
         raise HeapRuleError(f"event: {len(name)} characters, Heap allows at most {MAX_EVENT_NAME}")
     body["properties"] = clean_properties(body.get("properties"), settings)
-    _timestamp(body)
+    _timestamp(body, stamp)
     _optional_string(body, "session_id", MAX_STRING)
     _optional_string(body, "idempotency_key", MAX_IDEMPOTENCY_KEY)
+    _finite_fields(body)
 
 
-def _user_properties(body: dict[str, Any], settings: RuleSettings) -> None:
+def _user_properties(body: dict[str, Any], settings: RuleSettings, stamp: str | None = None) -> None:
     if body.get("identity") is None:
         raise HeapRuleError("identity: required for user properties (no anonymousId or userId)")
     body["identity"] = check_identity(body["identity"])
     body["properties"] = clean_properties(body.get("properties"), settings, user=True)
+    _finite_fields(body)
 
 
-def _account_properties(body: dict[str, Any], settings: RuleSettings) -> None:
+def _account_properties(body: dict[str, Any], settings: RuleSettings, stamp: str | None = None) -> None:
     account = body.get("account_id")
     if account is None:
         raise HeapRuleError("account_id: required for account properties")
     body["account_id"] = check_identity(account, "account_id")
     body["properties"] = clean_properties(body.get("properties"), settings)
+    _finite_fields(body)
 
 
-def _identify(body: dict[str, Any], settings: RuleSettings) -> None:
+def _identify(body: dict[str, Any], settings: RuleSettings, stamp: str | None = None) -> None:
     if body.get("identity") is None:
         raise HeapRuleError("identity: required to link a Heap user id (no anonymousId or userId)")
     body["identity"] = check_identity(body["identity"])
@@ -324,10 +359,11 @@ def _identify(body: dict[str, Any], settings: RuleSettings) -> None:
         raise HeapRuleError(f"user_id: Heap's SDK user id is a numeric string, got {user_id!r}")
     if len(user_id) > MAX_IDENTITY:
         raise HeapRuleError(f"user_id: {len(user_id)} characters, Heap allows at most {MAX_IDENTITY}")
-    _timestamp(body)
+    _timestamp(body, stamp)
+    _finite_fields(body)
 
 
-_BY_ENDPOINT = {
+_BY_ENDPOINT: dict[Endpoint, BodyRules] = {
     Endpoint.TRACK: _track,
     Endpoint.ADD_USER_PROPERTIES: _user_properties,
     Endpoint.ADD_ACCOUNT_PROPERTIES: _account_properties,
