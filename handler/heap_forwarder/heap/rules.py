@@ -162,31 +162,49 @@ def clean_properties(properties: Any, settings: RuleSettings, *, user: bool = Fa
 def _clean(properties: dict[str, Any], settings: RuleSettings, user: bool) -> dict[str, Any]:
     cleaned: dict[str, Any] = {}
     flatten = settings.nested == "flatten"
+    join = settings.arrays == "join"
+    isfinite = math.isfinite
     # Top-level keys are unique; only once something was flattened can one of them be taken.
     flattened = False
     for key, value in properties.items():
         kind = type(value)
-        # The common case first: a flat string or number, kept as it is.
+        # The common cases first, each kept (or spelled) as _put would: a string, a number, a
+        # boolean, an array of strings (joined), an object or array of objects (flattened).
         if kind is str:
             if len(value) <= MAX_STRING and len(key) <= MAX_STRING:
                 if flattened and key in cleaned:
                     _same_value(cleaned, key, value)
                 cleaned[key] = value
                 continue
-        elif kind is int or (kind is float and math.isfinite(value)):
+        elif kind is int or (kind is float and isfinite(value)):
             if len(key) <= MAX_STRING:
                 if flattened and key in cleaned:
                     _same_value(cleaned, key, value)
                 cleaned[key] = value
                 continue
-        elif _is_nested(value):
-            if flatten:
-                _flatten_into(cleaned, str(key), value, settings)
-                flattened = True
-            elif settings.nested == "stringify":
-                _put(cleaned, str(key), _compact_json(value), settings)
-            # drop: nested values are left out, by the playbook's choice
-            continue
+        elif kind is bool:
+            if len(key) <= MAX_STRING:
+                spelled = "true" if value else "false"
+                if flattened and key in cleaned:
+                    _same_value(cleaned, key, spelled)
+                cleaned[key] = spelled
+                continue
+        elif kind is dict or kind is list:
+            if kind is list and join and len(key) <= MAX_STRING:
+                text = _joined_strings(value)
+                if text is not None:
+                    if flattened and key in cleaned:
+                        _same_value(cleaned, key, text)
+                    cleaned[key] = text
+                    continue
+            if _is_nested(value):
+                if flatten:
+                    _flatten_into(cleaned, str(key), value, settings)
+                    flattened = True
+                elif settings.nested == "stringify":
+                    _put(cleaned, str(key), _compact_json(value), settings)
+                # drop: nested values are left out, by the playbook's choice
+                continue
         _put(cleaned, str(key), value, settings)
     if user:
         for key in [k for k in cleaned if k.lower() == "id"]:
@@ -195,6 +213,15 @@ def _clean(properties: dict[str, Any], settings: RuleSettings, user: bool) -> di
             if key.lower() == "email" and isinstance(value, str):
                 cleaned[key] = value.lower()
     return cleaned
+
+
+def _joined_strings(value: list[Any]) -> str | None:
+    """An array of strings only, as ``_list_value`` joins it; None for anything else. (Cutting
+    the joined text alone is enough: a string cut to 1023 characters ends past the cut.)"""
+    for v in value:
+        if type(v) is not str:
+            return None
+    return "||".join(value)[:MAX_STRING]
 
 
 def _flatten_into(cleaned: dict[str, Any], prefix: str, node: Any, settings: RuleSettings) -> None:
