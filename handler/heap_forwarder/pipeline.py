@@ -98,7 +98,7 @@ class Pipeline:
         of items, a background thread sends it while the next events are being prepared (the
         wait on Heap then costs no preparing time). What is left goes in one last delivery.
         """
-        with _collector_paused():
+        with collector_paused():
             return self._process(raws, deadline)
 
     def _process(self, raws: Sequence[Any], deadline: float | None) -> list[Outcome]:
@@ -125,7 +125,7 @@ _pause = {"holders": 0, "was_enabled": False}
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """The cyclic garbage collector off while a batch is processed, as it was afterwards.
 
     A batch keeps every decoded event, body and item alive until its outcomes are folded: each

@@ -14,7 +14,7 @@ from heap_forwarder.heap.items import HeapItem
 from heap_forwarder.mapping.engine import Mapper
 from heap_forwarder.mapping.loader import build_playbook
 from heap_forwarder.outcome import DELIVERED, Outcome
-from heap_forwarder.pipeline import Pipeline, _collector_paused
+from heap_forwarder.pipeline import Pipeline, collector_paused
 from sample_events import raw as load_raw
 
 
@@ -68,7 +68,7 @@ def test_a_collector_that_was_off_stays_off() -> None:
 def test_a_batch_inside_another_pause_leaves_the_collector_to_the_last_one_out() -> None:
     gc.enable()
     recorder = _Recorder()
-    with _collector_paused():
+    with collector_paused():
         _pipeline(recorder).process([load_raw("order_completed")])
         assert not gc.isenabled()
     assert recorder.collecting == [False]
