@@ -5,8 +5,11 @@ No AWS here: the SQS and HTTP entry points hand decoded events in and translate 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gc
+import threading
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -95,6 +98,10 @@ class Pipeline:
         of items, a background thread sends it while the next events are being prepared (the
         wait on Heap then costs no preparing time). What is left goes in one last delivery.
         """
+        with collector_paused():
+            return self._process(raws, deadline)
+
+    def _process(self, raws: Sequence[Any], deadline: float | None) -> list[Outcome]:
         prepared = Prepared(decided=[None] * len(raws))
         stream = _Stream(self.deliverer, deadline)
         pending: dict[Endpoint, list[HeapItem]] = {}
@@ -111,6 +118,34 @@ class Pipeline:
             stream.close()  # what was handed over is still sent (its events keep their keys)
             raise
         return _fold(prepared.decided, stream.results())
+
+
+_pause_lock = threading.Lock()
+_pause = {"holders": 0, "was_enabled": False}
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a batch is processed, as it was afterwards.
+
+    A batch keeps every decoded event, body and item alive until its outcomes are folded: each
+    young-generation collection (every 10,000 new objects, see ``edge/runtime.py``) scans them
+    and finds nothing to free, about 2-3 µs per event in all. Reference counting frees what a
+    batch makes; preparing makes no reference cycles, delivery about ten per invocation (the
+    threads' futures), collected at the next run after the batch. Nested or concurrent batches
+    (threads of the local stack) share one pause: the last one out restores the collector."""
+    with _pause_lock:
+        if _pause["holders"] == 0:
+            _pause["was_enabled"] = gc.isenabled()
+            gc.disable()
+        _pause["holders"] += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pause["holders"] -= 1
+            if _pause["holders"] == 0 and _pause["was_enabled"]:
+                gc.enable()
 
 
 def _validate(raw: Any, index: int) -> dict[str, Any]:

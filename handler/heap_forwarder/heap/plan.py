@@ -59,14 +59,31 @@ class DeliveryPlan:
     # Identify calls repeated word for word are sent once (linking a Heap user to an identity
     # is repeat-safe): first position -> the positions of its repeats.
     twins: dict[int, list[int]] = field(default_factory=dict)
-    encoded: list[bytes] = field(default_factory=list)  # each item's JSON (identify: the whole body)
+    # Each item's JSON (identify: the whole body); None for an item of a batch encoded as a whole
+    # (see ``together``) until a part of that batch is sent on its own.
+    encoded: list[bytes | None] = field(default_factory=list)
     envelopes: dict[Endpoint, tuple[bytes, bytes]] = field(default_factory=dict)  # bulk prefix, suffix
+    # Batches whose items were encoded in one call (one array, brackets cut): first index -> the
+    # batch's indices and their JSON joined by commas, byte for byte what the items joined give.
+    together: dict[int, tuple[list[int], bytes]] = field(default_factory=dict)
+    items: Sequence[HeapItem] = ()
 
     def body(self, endpoint: Endpoint, indices: Sequence[int]) -> bytes:
         """The exact body of a request holding these items (a planned batch or any part of one)."""
         # Identify has no envelope: its one encoded item is the whole body.
         prefix, suffix = self.envelopes.get(endpoint, (b"", b""))
-        return prefix + b",".join(self.encoded[i] for i in indices) + suffix
+        if indices:
+            whole = self.together.get(indices[0])
+            if whole is not None and whole[0] == indices:
+                return prefix + whole[1] + suffix
+        return prefix + b",".join(self._encoded(i) for i in indices) + suffix
+
+    def _encoded(self, i: int) -> bytes:
+        data = self.encoded[i]
+        if data is None:
+            # Encoded once already, as part of its batch: it encodes now as it did then.
+            data = self.encoded[i] = pydantic_core.to_json(self.items[i].body)
+        return data
 
 
 class PlannedRequest(NamedTuple):
@@ -105,7 +122,7 @@ class _Planner:
         self.fields = dict(request_fields)
         self.max_items = caps.max_items_per_request
         self.max_bytes = caps.max_request_bytes
-        self.result = DeliveryPlan(encoded=[b""] * len(items))
+        self.result = DeliveryPlan(encoded=[b""] * len(items), items=items)
 
     def plan(self) -> DeliveryPlan:
         groups: dict[Endpoint, list[int]] = {}
@@ -116,19 +133,20 @@ class _Planner:
             key = endpoint.bulk_key
             if key is None:
                 # No bulk form: one request per item, body = {**request_fields, **item.body}.
-                encoded = self.result.encoded
                 sent: dict[bytes, int] = {}
                 for i in indices:
-                    if self._encode(i, {**self.fields, **self.items[i].body}) and not self._too_big(
-                        i, len(encoded[i])
-                    ):
-                        first = sent.setdefault(encoded[i], i)
+                    data = self._encode(i, {**self.fields, **self.items[i].body})
+                    if data is not None and not self._too_big(i, len(data)):
+                        first = sent.setdefault(data, i)
                         if first != i:
                             self.result.twins.setdefault(first, []).append(i)
                         else:
                             batches.append(Batch(endpoint, [i]))
             else:
                 prefix, suffix = self.result.envelopes[endpoint] = self._envelope(key)
+                if self._together(indices, len(prefix) + len(suffix)):
+                    batches.append(Batch(endpoint, indices))
+                    continue
                 batches.extend(
                     Batch(endpoint, chunk) for chunk in self._chunks(indices, len(prefix) + len(suffix))
                 )
@@ -137,12 +155,30 @@ class _Planner:
     def _refuse(self, i: int, reason: str) -> None:
         self.result.refused.setdefault(i, rejected(ErrorClass.HEAP_RULE, reason))
 
-    def _encode(self, i: int, body: Mapping[str, Any]) -> bool:
+    def _encode(self, i: int, body: Mapping[str, Any]) -> bytes | None:
+        """The item's JSON (kept in the plan), or None: refused, not serialisable."""
         try:
-            self.result.encoded[i] = pydantic_core.to_json(body)
+            data = self.result.encoded[i] = pydantic_core.to_json(body)
         except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
             self._refuse(i, f"item body is not JSON-serialisable: {exc}")
+            return None
+        return data
+
+    def _together(self, indices: list[int], overhead: int) -> bool:
+        """One request's worth of items (the usual streamed batch) encoded in one call: one
+        array, its brackets cut, is the items' JSON joined by commas. Anything else (too many,
+        too large, an item that does not encode) is packed item by item."""
+        if len(indices) > self.max_items:
             return False
+        try:
+            data = pydantic_core.to_json([self.items[i].body for i in indices])
+        except (pydantic_core.PydanticSerializationError, ValueError, TypeError):
+            return False
+        if overhead + len(data) - 2 > self.max_bytes:
+            return False
+        self.result.together[indices[0]] = (indices, data[1:-1])
+        for i in indices:
+            self.result.encoded[i] = None
         return True
 
     def _envelope(self, key: str) -> tuple[bytes, bytes]:
@@ -163,11 +199,11 @@ class _Planner:
         chunks: list[list[int]] = []
         current: list[int] = []
         size = overhead
-        encoded = self.result.encoded
         for i in indices:
-            if not self._encode(i, self.items[i].body):
+            data = self._encode(i, self.items[i].body)
+            if data is None:
                 continue
-            item_size = len(encoded[i])
+            item_size = len(data)
             if self._too_big(i, overhead + item_size):
                 continue
             added = item_size + (1 if current else 0)

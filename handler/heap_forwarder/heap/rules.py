@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
@@ -62,6 +63,15 @@ def check_identity(value: Any, field: str = "identity") -> str:
     if len(value) > MAX_IDENTITY:
         raise HeapRuleError(f"{field}: {len(value)} characters, Heap allows at most {MAX_IDENTITY}")
     return value
+
+
+def _plain_identity(value: Any) -> bool:
+    """``check_identity`` would take ``value`` as it is: a string, not too long, no placeholder."""
+    return (
+        value.__class__ is str
+        and len(value) <= MAX_IDENTITY
+        and value.strip().lower() not in PLACEHOLDER_IDENTITIES
+    )
 
 
 def _list_value(key: str, value: list[Any], settings: RuleSettings) -> str:
@@ -152,31 +162,49 @@ def clean_properties(properties: Any, settings: RuleSettings, *, user: bool = Fa
 def _clean(properties: dict[str, Any], settings: RuleSettings, user: bool) -> dict[str, Any]:
     cleaned: dict[str, Any] = {}
     flatten = settings.nested == "flatten"
+    join = settings.arrays == "join"
+    isfinite = math.isfinite
     # Top-level keys are unique; only once something was flattened can one of them be taken.
     flattened = False
     for key, value in properties.items():
         kind = type(value)
-        # The common case first: a flat string or number, kept as it is.
+        # The common cases first, each kept (or spelled) as _put would: a string, a number, a
+        # boolean, an array of strings (joined), an object or array of objects (flattened).
         if kind is str:
             if len(value) <= MAX_STRING and len(key) <= MAX_STRING:
                 if flattened and key in cleaned:
                     _same_value(cleaned, key, value)
                 cleaned[key] = value
                 continue
-        elif kind is int or (kind is float and math.isfinite(value)):
+        elif kind is int or (kind is float and isfinite(value)):
             if len(key) <= MAX_STRING:
                 if flattened and key in cleaned:
                     _same_value(cleaned, key, value)
                 cleaned[key] = value
                 continue
-        elif _is_nested(value):
-            if flatten:
-                _flatten_into(cleaned, str(key), value, settings)
-                flattened = True
-            elif settings.nested == "stringify":
-                _put(cleaned, str(key), _compact_json(value), settings)
-            # drop: nested values are left out, by the playbook's choice
-            continue
+        elif kind is bool:
+            if len(key) <= MAX_STRING:
+                spelled = "true" if value else "false"
+                if flattened and key in cleaned:
+                    _same_value(cleaned, key, spelled)
+                cleaned[key] = spelled
+                continue
+        elif kind is dict or kind is list:
+            if kind is list and join and len(key) <= MAX_STRING:
+                text = _joined_strings(value)
+                if text is not None:
+                    if flattened and key in cleaned:
+                        _same_value(cleaned, key, text)
+                    cleaned[key] = text
+                    continue
+            if _is_nested(value):
+                if flatten:
+                    _flatten_into(cleaned, str(key), value, settings)
+                    flattened = True
+                elif settings.nested == "stringify":
+                    _put(cleaned, str(key), _compact_json(value), settings)
+                # drop: nested values are left out, by the playbook's choice
+                continue
         _put(cleaned, str(key), value, settings)
     if user:
         for key in [k for k in cleaned if k.lower() == "id"]:
@@ -185,6 +213,15 @@ def _clean(properties: dict[str, Any], settings: RuleSettings, user: bool) -> di
             if key.lower() == "email" and isinstance(value, str):
                 cleaned[key] = value.lower()
     return cleaned
+
+
+def _joined_strings(value: list[Any]) -> str | None:
+    """An array of strings only, as ``_list_value`` joins it; None for anything else. (Cutting
+    the joined text alone is enough: a string cut to 1023 characters ends past the cut.)"""
+    for v in value:
+        if type(v) is not str:
+            return None
+    return "||".join(value)[:MAX_STRING]
 
 
 def _flatten_into(cleaned: dict[str, Any], prefix: str, node: Any, settings: RuleSettings) -> None:
@@ -236,7 +273,10 @@ def _path_part(part: Any) -> str:
     return json.dumps(part, ensure_ascii=False) if isinstance(part, str) else str(part)
 
 
-def _timestamp(body: dict[str, Any]) -> None:
+def _timestamp(body: dict[str, Any], stamp: str | None) -> None:
+    if stamp is not None:
+        body["timestamp"] = stamp  # the caller's word: this is the body's time in Heap's form
+        return
     value = body.get("timestamp")
     if value is None:
         body.pop("timestamp", None)
@@ -271,20 +311,39 @@ def apply_rules(item: HeapItem, settings: RuleSettings) -> HeapItem:
     return HeapItem(item.endpoint, body, item.source)
 
 
-def rule_body(endpoint: Endpoint, body: dict[str, Any], settings: RuleSettings) -> None:
-    """``apply_rules`` on a body the caller owns, in place (the compiled path's own bodies)."""
-    _BY_ENDPOINT[endpoint](body, settings)
+def rule_body(
+    endpoint: Endpoint, body: dict[str, Any], settings: RuleSettings, stamp: str | None = None
+) -> None:
+    """``apply_rules`` on a body the caller owns, in place (the compiled path's own bodies).
+
+    ``stamp``: the Heap text of ``body["timestamp"]`` when the caller already has it (the
+    compiled path keeps an event time that is already in Heap's form, so that it need not be
+    formatted again: ``isoformat`` of an aware time costs about 1 µs)."""
+    rules_for(endpoint)(body, settings, stamp)
+
+
+BodyRules = Callable[[dict[str, Any], RuleSettings, str | None], None]
+
+
+def rules_for(endpoint: Endpoint) -> BodyRules:
+    """``rule_body`` for one endpoint, looked up once (the compiled functions bind it)."""
+    return _BY_ENDPOINT[endpoint]
+
+
+def _finite_fields(body: dict[str, Any]) -> None:
     for key, value in body.items():
         # Keys a custom playbook row adds pass as they are, but never as a number JSON cannot hold.
         if isinstance(value, float) and not math.isfinite(value):
             raise HeapRuleError(f"{key}: {value} is not a finite number")
 
 
-def _track(body: dict[str, Any], settings: RuleSettings) -> None:
-    if body.get("user_id") is not None and body.get("identity") is not None:
-        body.pop("user_id")  # Heap: identity and user_id are never sent together
-    if body.get("identity") is not None:
-        body["identity"] = check_identity(body["identity"])
+def _track(body: dict[str, Any], settings: RuleSettings, stamp: str | None = None) -> None:
+    identity = body.get("identity")
+    if identity is not None:
+        if body.get("user_id") is not None:
+            body.pop("user_id")  # Heap: identity and user_id are never sent together
+        if not _plain_identity(identity):
+            body["identity"] = check_identity(identity)
     elif body.get("user_id") is not None:
         body["user_id"] = check_identity(body["user_id"], "user_id")
     else:
@@ -295,27 +354,30 @@ def _track(body: dict[str, Any], settings: RuleSettings) -> None:
     if len(name) > MAX_EVENT_NAME:
         raise HeapRuleError(f"event: {len(name)} characters, Heap allows at most {MAX_EVENT_NAME}")
     body["properties"] = clean_properties(body.get("properties"), settings)
-    _timestamp(body)
+    _timestamp(body, stamp)
     _optional_string(body, "session_id", MAX_STRING)
     _optional_string(body, "idempotency_key", MAX_IDEMPOTENCY_KEY)
+    _finite_fields(body)
 
 
-def _user_properties(body: dict[str, Any], settings: RuleSettings) -> None:
+def _user_properties(body: dict[str, Any], settings: RuleSettings, stamp: str | None = None) -> None:
     if body.get("identity") is None:
         raise HeapRuleError("identity: required for user properties (no anonymousId or userId)")
     body["identity"] = check_identity(body["identity"])
     body["properties"] = clean_properties(body.get("properties"), settings, user=True)
+    _finite_fields(body)
 
 
-def _account_properties(body: dict[str, Any], settings: RuleSettings) -> None:
+def _account_properties(body: dict[str, Any], settings: RuleSettings, stamp: str | None = None) -> None:
     account = body.get("account_id")
     if account is None:
         raise HeapRuleError("account_id: required for account properties")
     body["account_id"] = check_identity(account, "account_id")
     body["properties"] = clean_properties(body.get("properties"), settings)
+    _finite_fields(body)
 
 
-def _identify(body: dict[str, Any], settings: RuleSettings) -> None:
+def _identify(body: dict[str, Any], settings: RuleSettings, stamp: str | None = None) -> None:
     if body.get("identity") is None:
         raise HeapRuleError("identity: required to link a Heap user id (no anonymousId or userId)")
     body["identity"] = check_identity(body["identity"])
@@ -324,10 +386,11 @@ def _identify(body: dict[str, Any], settings: RuleSettings) -> None:
         raise HeapRuleError(f"user_id: Heap's SDK user id is a numeric string, got {user_id!r}")
     if len(user_id) > MAX_IDENTITY:
         raise HeapRuleError(f"user_id: {len(user_id)} characters, Heap allows at most {MAX_IDENTITY}")
-    _timestamp(body)
+    _timestamp(body, stamp)
+    _finite_fields(body)
 
 
-_BY_ENDPOINT = {
+_BY_ENDPOINT: dict[Endpoint, BodyRules] = {
     Endpoint.TRACK: _track,
     Endpoint.ADD_USER_PROPERTIES: _user_properties,
     Endpoint.ADD_ACCOUNT_PROPERTIES: _account_properties,

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from heap_forwarder.heap.items import HeapItem
-from heap_forwarder.heap.rules import RuleSettings, rule_body
+from heap_forwarder.heap.items import Endpoint, HeapItem
+from heap_forwarder.heap.rules import RuleSettings, rules_for
 from heap_forwarder.inbound import (
     PLAIN_CONTEXT_OBJECTS,
     PLAIN_CONTEXT_TEXT,
@@ -105,6 +105,9 @@ def _compilable(step: Step) -> bool:
     return given is not None and (given.kind != "param" or step.mode is Mode.REMOVE)
 
 
+# Endpoints whose rules format a ``timestamp``.
+STAMPED = frozenset({Endpoint.TRACK, Endpoint.IDENTIFY})
+
 _UNSEEN: Any = object()
 _MISSING: Any = object()
 
@@ -127,7 +130,6 @@ class _Generator:
             "_assign": _assign,
             "_has": _has,
             "_remove": _remove,
-            "_rule_body": rule_body,
             "_settings": settings,
             "_hash_key": mapper.hash_key,
         }
@@ -137,6 +139,8 @@ class _Generator:
         self.blob = blob
         self.shape = (required, optional)
         self.tops: dict[str, str] = {}  # top-level event key -> the local holding its plain value
+        # time local -> the local holding its text when that text is already Heap's form
+        self.stamps: dict[str, str] = {}
 
     # ---------------------------------------------------------------------------- plumbing
     def const(self, value: Any) -> str:
@@ -182,7 +186,11 @@ class _Generator:
         for name in PLAIN_TIMES:
             # plain_time, its usual case inline: an ISO 8601 text in the shape the models take.
             moment = self.tops[name] = self.local("t")
+            # Its text, when it is Heap's form already (UTC, milliseconds, Z: 24 characters of
+            # that shape): format_timestamp would give it back as it is.
+            stamp = self.stamps[moment] = self.local("s")
             emit(f"v = get({self.const(name)})")
+            emit(f"{stamp} = None")
             emit("if v is None:")
             emit(f"    {moment} = None")
             emit("elif v.__class__ is str and _iso_shape(v) is not None:")
@@ -192,6 +200,8 @@ class _Generator:
             emit("        return None")
             emit(f"    if {moment}.year == 1 or {moment}.year == 9999:")
             emit("        return None")
+            emit("    if len(v) == 24 and v[23] == 'Z':")
+            emit(f"        {stamp} = v")
             emit("else:")
             emit(f"    {moment} = _plain_time(v)")
             emit(f"    if {moment} is None:")
@@ -295,7 +305,13 @@ class _Generator:
             self.step(step)
         for edit in mapping.edits:
             self.emit(f"{self.const(edit)}(body, _hash_key, None)")
-        self.emit(f"_rule_body({self.const(mapping.endpoint)}, body, _settings)")
+        if mapping.endpoint in STAMPED:
+            # The body's time, if it is one of the event's times whose text is Heap's form already.
+            self.emit(f"s = body.get({self.const('timestamp')})")
+            self.emit(f"s = {' else '.join(f'{s} if s is {t}' for t, s in self.stamps.items())} else None")
+        else:
+            self.emit("s = None")
+        self.emit(f"{self.const(rules_for(mapping.endpoint))}(body, _settings, s)")
         self.emit(f"items.append(_HeapItem({self.const(mapping.endpoint)}, body, index))")
         self.depth -= opened
 
