@@ -20,7 +20,7 @@ row readers' calls, the ``EventView`` and the copies between the stages.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -179,10 +179,7 @@ class _Generator:
         """``quick_validate``'s checks, unrolled for this event type, on the event as decoded."""
         emit = self.emit
         emit("get = raw.get")
-        for name in PLAIN_IDS:
-            emit(f"v = get({self.const(name)})")
-            emit("if v is not None and v.__class__ is not str:")
-            emit("    return None")
+        self.when_given(PLAIN_IDS, "str")
         for name in PLAIN_TIMES:
             # plain_time, its usual case inline: an ISO 8601 text in the shape the models take.
             moment = self.tops[name] = self.local("t")
@@ -211,10 +208,7 @@ class _Generator:
             emit(f"v = get({self.const(name)})")
             emit("if v.__class__ is not str or not v:")
             emit("    return None")
-        for name in optional:
-            emit(f"v = get({self.const(name)})")
-            emit("if v is not None and v.__class__ is not str:")
-            emit("    return None")
+        self.when_given(optional, "str")
         if self.blob is not None:
             blob = self.tops[self.blob] = self.local("b")
             emit(f"{blob} = get({self.const(self.blob)}, _MISSING)")
@@ -222,21 +216,20 @@ class _Generator:
             emit(f"    {blob} = {{}}")
             emit(f"elif {blob}.__class__ is not dict:")
             emit("    return None")
-        emit(f"v = get({self.const('integrations')})")
-        emit("if v is not None and v.__class__ is not dict:")
-        emit("    return None")
+        self.when_given(("integrations",), "dict")
         emit(f"context = get({self.const('context')})")
         emit("if context is not None:")
         emit("    if context.__class__ is not dict:")
         emit("        return None")
-        for name in PLAIN_CONTEXT_TEXT:
-            emit(f"    v = context.get({self.const(name)})")
-            emit("    if v is not None and v.__class__ is not str:")
-            emit("        return None")
-        for name in PLAIN_CONTEXT_OBJECTS:
-            emit(f"    v = context.get({self.const(name)})")
-            emit("    if v is not None and v.__class__ is not dict:")
-            emit("        return None")
+        self.when_given(PLAIN_CONTEXT_TEXT, "str", source="context.get", indent="    ")
+        self.when_given(PLAIN_CONTEXT_OBJECTS, "dict", source="context.get", indent="    ")
+
+    def when_given(self, names: Iterable[str], kind: str, *, source: str = "get", indent: str = "") -> None:
+        """Each field, when it is given, of this class (``str``, ``dict``), else the generic path."""
+        for name in names:
+            self.emit(f"{indent}v = {source}({self.const(name)})")
+            self.emit(f"{indent}if v is not None and v.__class__ is not {kind}:")
+            self.emit(f"{indent}    return None")
 
     # ---------------------------------------------------------------------------- reading
     def read_path(self, target: str, path: tuple[str, ...]) -> None:
