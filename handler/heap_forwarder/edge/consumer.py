@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -53,6 +54,13 @@ MAX_EVENTS_PER_INVOCATION = 50_000
 # first message's id and sent time, from which its events are completed, as on every receive.
 ORIGINAL_MESSAGE_ID = "HfOriginalMessageId"
 ORIGINAL_SENT_TIMESTAMP = "HfOriginalSentTimestamp"
+# ... and the receives it had spent before the one that sent it back (which was not an attempt):
+# SQS counts the new message's receives from 1, so without them a record sent back whenever the
+# cap bites would never reach its last receive (retried for ever, never parked with its reason).
+RECEIVES_SPENT = "HfReceivesSpent"
+# What one SendMessageBatch of records sent back may hold (bodies and attributes): SQS's own
+# message size, the smallest a queue's batch limit has been, so a chunk never fails whole.
+SEND_BACK_BYTES = 262_144
 # Dead letters always get this long, even when delivery used up the time: they are how an event
 # on its last receive keeps its reason. Bounded all the same (at most the invocation's events).
 LETTER_MIN_SECONDS = 1.0
@@ -138,22 +146,11 @@ class Redelivery(NamedTuple):
         if not self.queue_url or not records:
             return set()
         taken: set[str] = set()
-        for start in range(0, len(records), 10):
-            chunk = records[start : start + 10]
+        for chunk in _send_back_chunks([r for r in records if r.origin_id and r.origin_sent is not None]):
             entries = [
-                {
-                    "Id": str(i),
-                    "MessageBody": r.body,
-                    "MessageAttributes": {
-                        ORIGINAL_MESSAGE_ID: {"DataType": "String", "StringValue": r.origin_id},
-                        ORIGINAL_SENT_TIMESTAMP: {"DataType": "String", "StringValue": str(r.origin_sent)},
-                    },
-                }
+                {"Id": str(i), "MessageBody": r.body, "MessageAttributes": _send_back_attributes(r)}
                 for i, r in enumerate(chunk)
-                if r.origin_id and r.origin_sent is not None
             ]
-            if not entries:
-                continue
             try:
                 answer = self.sqs_client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
             except (BotoCoreError, ClientError) as error:
@@ -161,6 +158,30 @@ class Redelivery(NamedTuple):
                 continue
             taken.update(chunk[int(ok["Id"])].message_id for ok in answer.get("Successful") or [])
         return taken
+
+
+def _send_back_attributes(record: _Record) -> dict[str, Any]:
+    return {
+        ORIGINAL_MESSAGE_ID: {"DataType": "String", "StringValue": record.origin_id},
+        ORIGINAL_SENT_TIMESTAMP: {"DataType": "String", "StringValue": str(record.origin_sent)},
+        RECEIVES_SPENT: {"DataType": "Number", "StringValue": str(max(record.receive_count - 1, 0))},
+    }
+
+
+def _send_back_chunks(records: Sequence[_Record]) -> list[list[_Record]]:
+    """The records in order, in chunks of at most 10 and ``SEND_BACK_BYTES`` (a record larger
+    than that alone in its chunk: SQS takes it or refuses it alone)."""
+    chunks: list[list[_Record]] = []
+    size = 0
+    for record in records:
+        # The attributes: their names, types and values; 100 bytes is more than the values take.
+        added = len(record.body.encode("utf-8")) + 100
+        if not chunks or len(chunks[-1]) == 10 or size + added > SEND_BACK_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(record)
+        size += added
+    return chunks
 
 
 def _first_seen(attributes: Mapping[str, Any]) -> str:
@@ -205,8 +226,11 @@ def _record(raw: Mapping[str, Any]) -> _Record:
         receive_count = 1
     message_id = str(raw.get("messageId", ""))
     # A record an earlier invocation sent back carries its first self's id and sent time (a
-    # producer setting them only chooses its own events' messageIds, which it can anyway).
+    # producer setting them only chooses its own events' messageIds, which it can anyway), and
+    # the receives it had spent (a producer setting them only parks its own records sooner).
     originals = raw.get("messageAttributes") or {}
+    with contextlib.suppress(ValueError):
+        receive_count += max(int(_attribute(originals, RECEIVES_SPENT) or 0), 0)
     origin_id = _attribute(originals, ORIGINAL_MESSAGE_ID) or message_id
     origin_sent = _attribute(originals, ORIGINAL_SENT_TIMESTAMP) or attributes.get("SentTimestamp")
     return _Record(
@@ -444,7 +468,8 @@ def _refusal(record: _Record, body: str, outcome: Outcome, position: str) -> Ref
     return Refusal(
         body,
         outcome,
-        f"{record.message_id}:{position}",
+        # From the first message's id: a record sent back writes the same letters (twins).
+        f"{record.origin_id or record.message_id}:{position}",
         record.message_id,
         record.first_seen,
         record.message_id,
