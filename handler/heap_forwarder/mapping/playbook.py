@@ -396,6 +396,14 @@ class _GlobalRow(NamedTuple):
     from_override: bool
 
 
+class _GlobalEdit(NamedTuple):
+    target: tuple[str, ...]
+    endpoints: frozenset[Endpoint]
+    edit: Edit
+    label: str
+    from_override: bool
+
+
 class _Compiler:
     def __init__(self, spec: PlaybookSpec, source: str, origins: Origins | None) -> None:
         self.spec = spec
@@ -404,7 +412,9 @@ class _Compiler:
         self.default_origin = source.split(" + ", maxsplit=1)[0]
         self.problems: list[str] = []
         self.uses_hash = False
-        self.landed: set[int] = set()  # global rows and edits that reach at least one mapping
+        # The global rows and edits (by index) that reach at least one mapping.
+        self.rows_landed: set[int] = set()
+        self.edits_landed: set[int] = set()
 
     def origin(self, found: str | None) -> str:
         return found or self.default_origin
@@ -471,7 +481,7 @@ class _Compiler:
             compiled.append(_GlobalRow(row, endpoints, removes, from_override))
         return compiled
 
-    def compile_global_edits(self) -> list[tuple[tuple[str, ...], frozenset[Endpoint], Edit, str, bool]]:
+    def compile_global_edits(self) -> list[_GlobalEdit]:
         compiled = []
         for target, spec in self.spec.global_.edit.items():
             found = self.origins.edit.get(target)
@@ -481,7 +491,7 @@ class _Compiler:
                 continue
             endpoints = _endpoints(spec.endpoints)
             from_override = found is not None and found != self.default_origin
-            compiled.append((tuple(target.split(".")), endpoints, edit, label, from_override))
+            compiled.append(_GlobalEdit(tuple(target.split(".")), endpoints, edit, label, from_override))
         return compiled
 
     def event(self, spec: EventSpec, label: str, origin: str | None) -> tuple[RequestMapping, ...]:
@@ -526,7 +536,7 @@ class _Compiler:
             elif global_row.removes:
                 global_removals.append((n, global_row.row))
             else:
-                self.landed.add(n)
+                self.rows_landed.add(n)
                 row = global_row.row
                 if row.required and any(_inside(k, row.key) for k in stated):
                     # The mapping's own rows build this object: the global row may add to it,
@@ -534,12 +544,10 @@ class _Compiler:
                     row = row._replace(required=False)
                 steps.append(Step(row, Mode.FILL))
         steps += [Step(row, Mode.SET) for row, removes in own if not removes]
-        # Objects before the keys written into them: `properties` then `properties.name`.
-        steps.sort(key=lambda step: len(step.row.key))
         produced = [step.row.key for step in steps]
         for n, row in global_removals:
             if any(_nested(row.key, k) for k in produced):
-                self.landed.add(n)
+                self.rows_landed.add(n)
                 steps.append(Step(row, Mode.REMOVE))
         for row, removes in own:
             if not removes:
@@ -554,10 +562,10 @@ class _Compiler:
         # `properties: null` then `properties.total` sends a properties object of total alone.
         steps.sort(key=lambda step: (len(step.row.key), step.mode is not Mode.REMOVE))
         edits: list[Edit] = []
-        for n, (target, endpoints, edit, _label, _override) in enumerate(self.global_edits):
-            if endpoint in endpoints and any(_nested(target, k) for k in produced):
-                self.landed.add(-1 - n)
-                edits.append(edit)
+        for n, global_edit in enumerate(self.global_edits):
+            if endpoint in global_edit.endpoints and any(_nested(global_edit.target, k) for k in produced):
+                self.edits_landed.add(n)
+                edits.append(global_edit.edit)
         for target_text, edit_spec in request.edit.items():
             edit_label = f"{label}.edit.{target_text}"
             if edit_spec.endpoints is not None:
@@ -585,16 +593,18 @@ class _Compiler:
     def report_what_lands_nowhere(self) -> None:
         """An override's global row or edit that no mapping uses would change nothing: refused."""
         for n, global_row in enumerate(self.global_rows):
-            if global_row.from_override and n not in self.landed:
+            if global_row.from_override and n not in self.rows_landed:
                 what = "value: null removes it from" if global_row.removes else "it applies to"
                 self.problems.append(
                     f"{global_row.row.label}: {what} no mapping (every mapping of its endpoints "
                     "sets the key itself, or none produces the object it is in)"
                 )
-        for n, (_target, _endpoints, _edit, label, from_override) in enumerate(self.global_edits):
-            if from_override and -1 - n not in self.landed:
-                hint = _TRAITS_HINT if _target[0] == "traits" else ""
-                self.problems.append(f"{label}: no mapping of its endpoints produces this object{hint}")
+        for n, global_edit in enumerate(self.global_edits):
+            if global_edit.from_override and n not in self.edits_landed:
+                hint = _TRAITS_HINT if global_edit.target[0] == "traits" else ""
+                self.problems.append(
+                    f"{global_edit.label}: no mapping of its endpoints produces this object{hint}"
+                )
 
     def edit(self, target: str, spec: EditSpec, label: str, origin: str) -> Edit | None:
         parts = target.split(".")
@@ -608,8 +618,7 @@ class _Compiler:
                 "object such as properties"
             )
             return None
-        empty = [name for name, value in (("rename to", spec.rename.values()),) if any(not v for v in value)]
-        if empty:
+        if any(not new for new in spec.rename.values()):
             self.problems.append(f"{label}: rename needs a new name for every key")
             return None
         by_new: dict[str, list[str]] = {}
