@@ -228,11 +228,13 @@ def _record(raw: Mapping[str, Any]) -> _Record:
     # A record an earlier invocation sent back carries its first self's id and sent time (a
     # producer setting them only chooses its own events' messageIds, which it can anyway), and
     # the receives it had spent (a producer setting them only parks its own records sooner).
-    originals = raw.get("messageAttributes") or {}
-    with contextlib.suppress(ValueError):
-        receive_count += max(int(_attribute(originals, RECEIVES_SPENT) or 0), 0)
-    origin_id = _attribute(originals, ORIGINAL_MESSAGE_ID) or message_id
-    origin_sent = _attribute(originals, ORIGINAL_SENT_TIMESTAMP) or attributes.get("SentTimestamp")
+    origin_id, origin_sent = message_id, attributes.get("SentTimestamp")
+    originals = raw.get("messageAttributes")
+    if originals:  # most records carry none: nothing more to look up on the hot path
+        with contextlib.suppress(ValueError):
+            receive_count += max(int(_attribute(originals, RECEIVES_SPENT) or 0), 0)
+        origin_id = _attribute(originals, ORIGINAL_MESSAGE_ID) or origin_id
+        origin_sent = _attribute(originals, ORIGINAL_SENT_TIMESTAMP) or origin_sent
     return _Record(
         message_id=message_id,
         receipt_handle=str(raw.get("receiptHandle", "")),
