@@ -150,24 +150,7 @@ def merge(base: dict[str, Any], override: Any, source: str, origins: Origins | N
                 elif part == "item" and isinstance(rows, list) and isinstance(existing, list):
                     _merge_item_rows(existing, _fit(origins.item, existing), rows, source)
                 elif part == "edit" and isinstance(rows, dict) and isinstance(existing, dict):
-                    for target, edit in rows.items():
-                        if edit is None:
-                            if existing.pop(target, None) is None:
-                                problems.append(
-                                    f"global.edit.{target}: null removes an edit, but there is none"
-                                )
-                            origins.edit.pop(target, None)
-                        else:
-                            unhashed = _hashes_dropped(existing.get(target), edit)
-                            if unhashed:
-                                problems.append(
-                                    f"global.edit.{target}: replaces the edit of {origins.edit.get(target)}, "
-                                    f"which hashes {', '.join(unhashed)}: this one would send them in "
-                                    f"clear; add them to its hash (to stop hashing them, change "
-                                    f"{origins.edit.get(target)} itself)"
-                                )
-                            existing[target] = deepcopy(edit)
-                            origins.edit[target] = source
+                    problems += _merge_edits(existing, origins.edit, rows, source)
                 else:
                     current[part] = deepcopy(rows)
                     _claim(origins, part, rows, source)
@@ -188,14 +171,38 @@ def merge(base: dict[str, Any], override: Any, source: str, origins: Origins | N
             merged[section] = deepcopy(value)
             if section == "default":
                 origins.default = source
-            elif section == "global":
-                for part, rows in (value or {}).items() if isinstance(value, dict) else ():
+            elif section == "global" and isinstance(value, dict):
+                for part, rows in value.items():
                     _claim(origins, part, rows, source)
             elif section == "events" and isinstance(value, dict):
                 origins.events = dict.fromkeys(value, source)
     if problems:
         raise PlaybookError(source, problems)
     return merged
+
+
+def _merge_edits(
+    base: dict[str, Any], origins: dict[str, str], override: dict[str, Any], source: str
+) -> list[str]:
+    """Global edits: an edit replaces the one of the same object; ``null`` removes it. The
+    problems: removing what is not there, and a replacement that would stop hashing."""
+    problems = []
+    for target, edit in override.items():
+        if edit is None:
+            if base.pop(target, None) is None:
+                problems.append(f"global.edit.{target}: null removes an edit, but there is none")
+            origins.pop(target, None)
+            continue
+        unhashed = _hashes_dropped(base.get(target), edit)
+        if unhashed:
+            problems.append(
+                f"global.edit.{target}: replaces the edit of {origins.get(target)}, which hashes "
+                f"{', '.join(unhashed)}: this one would send them in clear; add them to its hash "
+                f"(to stop hashing them, change {origins.get(target)} itself)"
+            )
+        base[target] = deepcopy(edit)
+        origins[target] = source
+    return problems
 
 
 def _hashes_dropped(replaced: Any, edit: Any) -> list[str]:
