@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from heap_forwarder.mapping.engine import MissingParameter
-from heap_forwarder.mapping.loader import build_playbook, merged_document
+from heap_forwarder.mapping.loader import build_playbook, compile_merged, merged_document
 from heap_forwarder.mapping.playbook import PlaybookError
 from heap_forwarder_tools.json_files import JsonFileError, read_json
 from heap_forwarder_tools.preview import APP_ID_PLACEHOLDER, Previewer
@@ -57,7 +57,7 @@ def _preview_hash_key(path: Path | None) -> bytes | None:
 def cmd_mapping_check(args: argparse.Namespace) -> int:
     try:
         merged = merged_document(args.file)
-        playbook = build_playbook(args.file)
+        playbook = compile_merged(merged)
     except PlaybookError as error:
         print(f"{error.source}: {len(error.problems)} problem(s)", file=sys.stderr)
         for problem in error.details:

@@ -283,7 +283,12 @@ def build_playbook(
     parameter_name: str = "MAPPING_PARAMETER",
 ) -> Playbook:
     """The default playbook with the file's and then the SSM parameter's overrides merged on."""
-    plain, source, origins, positions = merged_document(file, parameter_text, parameter_name)
+    return compile_merged(merged_document(file, parameter_text, parameter_name))
+
+
+def compile_merged(merged: Merged) -> Playbook:
+    """The merged document validated and compiled; its problems located in their files."""
+    plain, source, origins, positions = merged
     try:
         playbook = compile_playbook(validate_document(plain, source), source, origins)
     except PlaybookError as error:
