@@ -60,8 +60,7 @@ class Pipeline:
             if items:
                 return items
         try:
-            # The models decide (and word the error) only for what is not plainly valid.
-            event = (quick_validate(raw) if raw.__class__ is dict else None) or _validate(raw, index)
+            event = plain_event(raw, index)
             items = [apply_rules(i, self.rule_settings) for i in self.mapper.map(event, raw, index)]
         except InvalidEvent as error:
             reason = "; ".join(f"{p.field or '(event)'}: {p.message}" for p in error.problems)
@@ -148,9 +147,13 @@ def collector_paused() -> Iterator[None]:
                 gc.enable()
 
 
-def _validate(raw: Any, index: int) -> dict[str, Any]:
-    """The models' verdict, for an event the shortcut declined: imported (and built) on first use.
-    The event comes back as the plain dict ``quick_validate`` makes: the one shape the engine reads."""
+def plain_event(raw: Any, index: int = 0) -> dict[str, Any]:
+    """The event validated, as the plain dict the engine reads. ``quick_validate`` vouches for
+    what is plainly valid; the models decide (and word the error: ``InvalidEvent``) only for
+    the rest, imported (and built) on first use."""
+    event = quick_validate(raw) if raw.__class__ is dict else None
+    if event is not None:
+        return event
     from heap_forwarder.models import as_plain, validate_event
 
     return as_plain(validate_event(raw, index))

@@ -7,15 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from heap_forwarder.heap.rules import RuleSettings, apply_rules
-from heap_forwarder.inbound import quick_validate
 from heap_forwarder.mapping.engine import Mapper
-
-
-def _plain(raw: Any) -> dict[str, Any]:
-    # The same two validators the pipeline uses, so the trace is of the very event it maps.
-    from heap_forwarder.models import as_plain, validate_event
-
-    return quick_validate(raw) or as_plain(validate_event(raw))
+from heap_forwarder.pipeline import plain_event
 
 
 def _written_by(trace: dict[str, str], key: str) -> str:
@@ -41,7 +34,7 @@ def _keys(body: dict[str, Any]) -> Iterator[str]:
 def explain(mapper: Mapper, raw: Any, rules: RuleSettings, label: str) -> list[str]:
     """Lines saying where each output key of the event's Heap items came from."""
     trace: list[dict[str, str]] = []
-    items = mapper.map(_plain(raw), raw, trace=trace)
+    items = mapper.map(plain_event(raw), raw, trace=trace)
     lines = []
     for item, written in zip(items, trace, strict=True):
         body = apply_rules(item, rules).body
