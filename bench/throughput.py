@@ -21,7 +21,7 @@ runs, in the same process. GC is on throughout, as in Lambda.
 Then R more invocations run with a timer around each stage's calls (``_StageProbe``); the
 breakdown (µs per input event) of the fastest adds up to that invocation's time: envelope
 (``read_records`` less JSON decoding), parse/validate (JSON decoding +
-``quick_validate``, and the models (``pipeline._validate``) for what it declines),
+``quick_validate``, and the models for what it declines: ``pipeline.plain_event``),
 compiled (the compiled playbook's functions: validation, mapping and Heap's rules in one pass),
 map (``Mapper.map``) and Heap rules (``apply_rules``) for the events the compiled path declines,
 serialise (items encoded and packed into bulk bodies), HTTP (``Transport.post``: the request
@@ -88,8 +88,7 @@ class _StageProbe:
         targets: list[tuple[Any, str, str]] = [
             (consumer, "read_records", "read_records"),
             (consumer, "decode_json", "decode"),
-            (pipeline, "quick_validate", "validate"),
-            (pipeline, "_validate", "validate"),
+            (pipeline, "plain_event", "validate"),
             (compiled.CompiledPlaybook, "__call__", "compiled"),
             (engine.Mapper, "map", "map"),
             (pipeline, "apply_rules", "rules"),
