@@ -227,9 +227,10 @@ def make_consumer(
         seed: int = 7,
         sqs_client: Any = None,
         pace: Pace | None = None,
+        hash_key: bytes | None = None,
         **delivery: Any,
     ) -> Consumer:
-        mapper = Mapper(playbook, {"MY_APP_ID": app_id})
+        mapper = Mapper(playbook, {"MY_APP_ID": app_id}, hash_key=hash_key)
         heap = HeapClient(
             fast_delivery(emulator.url, **delivery), request_fields=mapper.request_fields, pool=pool
         )
