@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -126,7 +127,11 @@ class HeapClient:
             for i, refusal in plan.refused.items():
                 outcomes.settle([i], refusal)
             _Run(
-                plan, window, Isolator(self.settings.max_isolation_requests, outcomes.settle), outcomes
+                plan,
+                window,
+                Isolator(self.settings.max_isolation_requests, outcomes.settle),
+                outcomes,
+                self.transport,
             ).run()
         except Exception as exc:  # a bug must not lose events: what is unsettled goes back to retry
             logger.exception("heap delivery failed unexpectedly")
@@ -161,11 +166,19 @@ class _Outcomes:
 class _Run:
     """The planned requests of one ``deliver`` call, sent; refused ones isolated."""
 
-    def __init__(self, plan: DeliveryPlan, window: Window, isolator: Isolator, outcomes: _Outcomes) -> None:
+    def __init__(
+        self,
+        plan: DeliveryPlan,
+        window: Window,
+        isolator: Isolator,
+        outcomes: _Outcomes,
+        transport: Transport,
+    ) -> None:
         self.plan = plan
         self.window = window
         self.isolator = isolator
         self.outcomes = outcomes
+        self.transport = transport
 
     def run(self) -> None:
         batches = self.plan.batches
@@ -175,12 +188,26 @@ class _Run:
                 self._run_batch(batch)
         if len(singles) > 1:
             # Identify has no bulk form: one request per item, each a round trip to Heap. Sent a
-            # few at a time (the pool keeps that many connections) so that a batch with many
-            # identify calls does not spend its Lambda time waiting on them one by one.
-            with ThreadPoolExecutor(max_workers=SINGLE_REQUEST_CONCURRENCY) as pool:
-                list(pool.map(self._run_batch, singles))
+            # few at a time so that a batch with many identify calls does not spend its Lambda
+            # time waiting on them one by one: each sender takes the next request from the
+            # shared queue (a stalled one holds up only its own sender) over a connection it
+            # keeps for the series.
+            waiting = deque(singles)
+            senders = min(SINGLE_REQUEST_CONCURRENCY, len(singles))
+            with ThreadPoolExecutor(max_workers=senders) as pool:
+                for done in [pool.submit(self._run_singles, waiting) for _ in range(senders)]:
+                    done.result()
         else:
             for batch in singles:
+                self._run_batch(batch)
+
+    def _run_singles(self, waiting: deque[Batch]) -> None:
+        with self.transport.holding():
+            while waiting:
+                try:
+                    batch = waiting.popleft()  # deque: safe to share between threads
+                except IndexError:
+                    return
                 self._run_batch(batch)
 
     def _run_batch(self, batch: Batch) -> None:

@@ -4,13 +4,21 @@ request, under the emulator's faults."""
 
 from __future__ import annotations
 
+import json
 import time
 
+import pytest
 import urllib3
 
 from heap_forwarder.heap.client import SINGLE_REQUEST_CONCURRENCY, DeliverySettings, HeapClient
 from heap_forwarder.heap.items import Endpoint
-from heap_forwarder.heap.transport import MAX_ANSWER_BYTES, POOL_CONNECTIONS, RequestRecord, new_pool
+from heap_forwarder.heap.transport import (
+    MAX_ANSWER_BYTES,
+    POOL_CONNECTIONS,
+    RequestRecord,
+    Transport,
+    new_pool,
+)
 from heap_forwarder.outcome import DELIVERED, ErrorClass, Fate
 
 
@@ -140,3 +148,97 @@ def test_a_cleared_pool_manager_does_not_break_identify_calls(emulator, kit) -> 
     assert client.deliver([kit.identify(1)]) == [DELIVERED]
     pool.clear()
     assert client.deliver([kit.identify(2)]) == [DELIVERED]
+
+
+# ---- each sender keeps one connection for its series of calls (Transport.holding)
+def _host_pool(pool: urllib3.PoolManager, url: str) -> urllib3.HTTPConnectionPool:
+    return pool.connection_from_url(url)
+
+
+def test_senders_give_their_connections_back_and_the_next_delivery_reuses_them(emulator, kit) -> None:
+    pool = new_pool(maxsize=POOL_CONNECTIONS, block=True)
+    client = HeapClient(DeliverySettings(base_url=emulator.url), request_fields=kit.fields, pool=pool)
+    try:
+        assert client.deliver([kit.identify(n) for n in range(40)]) == [DELIVERED] * 40
+        host = _host_pool(pool, emulator.url)
+        opened = host.num_connections
+        # Every slot is back: the kept connections and the unused places (a sender that kept
+        # its connection past its series would leave the pool short for everything after it).
+        assert host.pool is not None and host.pool.qsize() == POOL_CONNECTIONS
+        assert client.deliver([kit.identify(n) for n in range(40, 80)]) == [DELIVERED] * 40
+        assert host.num_connections == opened  # the same connections, kept alive
+    finally:
+        pool.clear()
+    assert emulator.stats()["identifies_accepted"] == 80
+
+
+def test_connections_dropped_in_a_series_are_opened_again_and_nothing_is_lost(
+    emulator, make_client, kit
+) -> None:
+    """Heap resets the connection of several calls at once (before storing them): each of those
+    calls fails, its sender opens a new connection, and the retry delivers it, exactly once."""
+    emulator.drop_connections(6)
+    records: list[RequestRecord] = []
+    client = make_client(observer=records.append)
+    outcomes = client.deliver([kit.identify(n) for n in range(30)])
+    assert outcomes == [DELIVERED] * 30
+    assert emulator.stats()["identifies_accepted"] == 30
+    failed = [r for r in records if r.status is None]
+    assert len(failed) == 6 and all(r.error and r.error.startswith("connection error") for r in failed)
+
+
+def test_a_stalled_call_holds_up_only_its_own_sender(emulator, make_client, kit) -> None:
+    """One call trickles until its limit cuts it: the other senders take the rest of the series
+    meanwhile, and the cut call is retried on a new connection."""
+    emulator.trickle_next(1, bytes_per_second=5, body="x" * 300)
+    records: list[RequestRecord] = []
+    client = make_client(connect_timeout_s=0.5, read_timeout_s=1.0, observer=records.append)
+    started = time.monotonic()
+    outcomes = client.deliver([kit.identify(n) for n in range(40)])
+    elapsed = time.monotonic() - started
+    assert outcomes == [DELIVERED] * 40
+    # The trickled call had been stored before its answer stalled (Heap's identify is
+    # idempotent): each of the 40 arrived, and only the cut one was sent twice.
+    assert {f"user-{n}" for n in range(40)} <= {i["identity"] for i in emulator.identifies()}
+    assert len(records) == 41
+    cut = [r for r in records if r.status is None]
+    assert len(cut) == 1 and cut[0].error == "timeout: Heap's answer was not complete after 1.5s (cut off)"
+    # The 39 others did not queue behind it (not even the ones its sender would have had in a
+    # fixed share): all answered before it was cut, and everything took about one limit.
+    assert records.index(cut[0]) == 39 and records[-1].status == 200
+    assert elapsed < 6, elapsed
+
+
+def test_more_senders_than_connections_still_deliver_everything(emulator, kit) -> None:
+    """A pool smaller than the senders: a sender without a connection waits (bounded), its call
+    is retried, and once the others finish their series and give theirs back, it goes through."""
+    pool = urllib3.PoolManager(maxsize=2, block=True, retries=False)
+    client = HeapClient(
+        DeliverySettings(base_url=emulator.url, connect_timeout_s=0.2), request_fields=kit.fields, pool=pool
+    )
+    try:
+        outcomes = client.deliver([kit.identify(n) for n in range(30)])
+        assert _host_pool(pool, emulator.url).num_connections <= 2
+    finally:
+        pool.clear()
+    assert outcomes == [DELIVERED] * 30
+    assert emulator.stats()["identifies_accepted"] == 30
+
+
+def test_a_held_connection_goes_back_when_its_block_ends_however_it_ends(emulator, kit) -> None:
+    pool = new_pool(maxsize=2, block=True)
+    transport = Transport(emulator.url, connect_timeout_s=1.0, read_timeout_s=1.0, pool=pool)
+    body = json.dumps({"app_id": kit.app_id, "identity": "user-1", "user_id": "1000001"}).encode()
+    host = _host_pool(pool, emulator.url)
+    assert host.pool is not None
+    try:
+        with pytest.raises(RuntimeError), transport.holding():
+            with transport.holding():  # nested: the outer block keeps the connection
+                assert transport.post(Endpoint.IDENTIFY, body, 1, 2.0).status == 200
+            assert host.pool.qsize() == 1  # still held after the inner block
+            assert transport.post(Endpoint.IDENTIFY, body, 1, 2.0).status == 200
+            raise RuntimeError("the series failed")
+        assert host.pool.qsize() == 2
+        assert host.num_connections == 1  # both calls on the one connection
+    finally:
+        pool.clear()
