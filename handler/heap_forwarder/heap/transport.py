@@ -334,7 +334,14 @@ class Transport:
                 read_s = min(self.read_timeout_s, limit_s)
                 if conn.sock.gettimeout() != read_s:
                     conn.sock.settimeout(read_s)
-                http.client.HTTPConnection.request(conn, "POST", self._path + endpoint.value, body, _HEADERS)
+                # http.client's own steps (urllib3's overrides of them only add checks for
+                # header values it lets callers skip, which these constant headers never are).
+                send = http.client.HTTPConnection
+                send.putrequest(conn, "POST", self._path + endpoint.value)
+                for name, value in _HEADERS.items():
+                    send.putheader(conn, name, value)
+                send.putheader(conn, "Content-Length", str(len(body)))
+                send.endheaders(conn, body)
                 raw = http.client.HTTPConnection.getresponse(conn)
                 data, cut = _read_bounded_direct(raw)
                 reusable = not cut
