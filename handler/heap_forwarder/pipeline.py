@@ -125,7 +125,8 @@ _pause = {"holders": 0, "was_enabled": False}
 
 @contextmanager
 def collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector off while a batch is processed, as it was afterwards.
+    """The cyclic garbage collector off while a batch is processed (by the consumer: read,
+    processed and settled), as it was afterwards.
 
     A batch keeps every decoded event, body and item alive until its outcomes are folded: each
     young-generation collection (every 10,000 new objects, see ``edge/runtime.py``) scans them
