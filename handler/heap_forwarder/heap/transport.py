@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import urllib3
+from urllib3.util.connection import is_connection_dropped
 
 from heap_forwarder import __version__
 from heap_forwarder.heap.items import Endpoint
@@ -77,6 +78,10 @@ POOL_CONNECTIONS = 8
 # than a snippet is ever quoted. A larger body (a proxy's page, say) is cut and its connection
 # dropped, so an answer cannot fill the function's memory.
 MAX_ANSWER_BYTES = 65_536
+# A held connection idle for longer than this is checked (a poll of its socket, as the pool does
+# for every connection it hands out) before it is used again; back-to-back calls skip the check,
+# which under a few sending threads cost about a fifth of a call (docs/performance.md).
+HELD_IDLE_CHECK_S = 0.05
 
 
 class _Watch:
@@ -97,13 +102,16 @@ _current = threading.local()
 
 
 class _Held:
-    """The connection a thread keeps for a series of direct requests (``Transport.holding``)."""
+    """The connection a thread keeps for a series of one transport's direct requests
+    (``Transport.holding``)."""
 
-    __slots__ = ("connection", "pool")
+    __slots__ = ("connection", "owner", "pool", "used")
 
-    def __init__(self) -> None:
+    def __init__(self, owner: Transport) -> None:
+        self.owner = owner
         self.pool: Any = None
         self.connection: Any = None
+        self.used = 0.0  # monotonic time its last request ended
 
 
 class _Watchdog:
@@ -292,10 +300,12 @@ class Transport:
         calls, those cost more than the requests themselves (measured: 500 calls, 4 threads,
         116-127 ms against 54-78 ms; docs/performance.md). The connection counts against the
         pool's limit all along, as any connection in use does."""
-        if getattr(_current, "held", None) is not None:  # nested: the outer block keeps it
+        if getattr(_current, "held", None) is not None:
+            # Nested: the outer block keeps its connection (another transport's calls inside it
+            # take the pool's way, one connection per call).
             yield
             return
-        held = _current.held = _Held()
+        held = _current.held = _Held(self)
         try:
             yield
         finally:
@@ -313,11 +323,17 @@ class Transport:
         _WATCHDOG.watch(time.monotonic() + limit_s, watch)
         connect_s = min(self.connect_timeout_s, limit_s)
         held: _Held | None = getattr(_current, "held", None)
+        if held is not None and held.owner is not self:
+            held = None
         conn: Any = None
         reusable = False
         try:
             if held is not None and held.connection is not None:
                 pool, conn = held.pool, held.connection
+                if time.monotonic() - held.used > HELD_IDLE_CHECK_S and is_connection_dropped(conn):
+                    # Heap closed it while the sender waited (a Retry-After, a backoff, the
+                    # limiter): connect again below, as the pool's own check would have.
+                    conn.close()
             else:
                 pool = self._host_pool
                 if pool is None or pool.pool is None:  # first use, or the PoolManager dropped it
@@ -346,11 +362,14 @@ class Transport:
                 data, cut = _read_bounded_direct(raw)
                 reusable = not cut
             finally:
-                if not reusable:
-                    conn.close()  # an unread or broken answer must not reach the next request
+                _WATCHDOG.release(watch)  # from here on the watchdog leaves the socket alone
+                if not reusable or watch.cut:
+                    # An unread or broken answer must not reach the next request, nor a socket
+                    # the watchdog shut (its limit can fall just after a complete answer).
+                    conn.close()
                 if held is not None:
                     # Kept for the thread's next request (a closed one connects again then).
-                    held.pool, held.connection = pool, conn
+                    held.pool, held.connection, held.used = pool, conn, time.monotonic()
                 else:
                     pool._put_conn(conn)
         except urllib3.exceptions.LocationValueError as exc:

@@ -242,3 +242,93 @@ def test_a_held_connection_goes_back_when_its_block_ends_however_it_ends(emulato
         assert host.num_connections == 1  # both calls on the one connection
     finally:
         pool.clear()
+
+
+# ---- a held connection is never sent on when it is dead, nor by another transport
+def test_a_held_connection_heap_closed_while_its_sender_waited_is_not_sent_on(
+    emulator, kit, monkeypatch
+) -> None:
+    """Heap (its load balancer) closes keep-alive connections idle for a while. A sender waiting
+    out a Retry-After keeps its connection meanwhile: before using it again, it checks the
+    socket as the pool does (``_get_conn``) and connects again, instead of writing the retry to
+    the dead socket (a failed attempt that would cost a backoff and, with the budget nearly
+    spent, the delivery itself)."""
+    import random
+
+    from heap_forwarder_tools import emulator as emulator_module
+
+    monkeypatch.setattr(emulator_module._Handler, "timeout", 0.2)  # idle connections closed after 0.2 s
+    emulator.fail_next(1, 503, retry_after=0.6)
+    records: list[RequestRecord] = []
+    pool = new_pool(maxsize=POOL_CONNECTIONS, block=True)
+    client = HeapClient(
+        DeliverySettings(base_url=emulator.url, retry_budget_s=0.7, backoff_base_s=1.0),
+        request_fields=kit.fields,
+        pool=pool,
+        observer=records.append,
+        rng=random.Random(1),  # first backoff 0.13 s (Retry-After's 0.6 s wins), second 1.7 s
+    )
+    try:
+        outcomes = client.deliver([kit.identify(n) for n in range(2)])
+    finally:
+        pool.clear()
+    assert outcomes == [DELIVERED] * 2  # the held way: the first ends retryable, "broken pipe"
+    assert [r.error for r in records if r.status is None] == []
+
+
+def test_a_held_connection_serves_only_the_transport_that_took_it(emulator, kit) -> None:
+    """Inside one transport's ``holding`` block, another transport's identify call (another Heap
+    URL, another pool) goes on a connection of its own pool, to its own host, never on the
+    connection the first one holds."""
+    from heap_forwarder_tools.emulator import HeapEmulator
+
+    other = HeapEmulator(app_ids=(kit.app_id,)).start()
+    pool_a, pool_b = new_pool(maxsize=2, block=True), new_pool(maxsize=2, block=True)
+    a = Transport(emulator.url, connect_timeout_s=1.0, read_timeout_s=1.0, pool=pool_a)
+    b = Transport(other.url, connect_timeout_s=1.0, read_timeout_s=1.0, pool=pool_b)
+    body = json.dumps({"app_id": kit.app_id, "identity": "user-1", "user_id": "1000001"}).encode()
+    try:
+        with a.holding():
+            assert a.post(Endpoint.IDENTIFY, body, 1, 2.0).status == 200
+            assert b.post(Endpoint.IDENTIFY, body, 1, 2.0).status == 200
+        assert other.stats()["identifies_accepted"] == 1  # sent to the other Heap
+        assert emulator.stats()["identifies_accepted"] == 1  # not twice to the first
+    finally:
+        pool_a.clear()
+        pool_b.clear()
+        other.stop()
+
+
+def test_a_held_connection_the_watchdog_shut_after_a_complete_answer_is_not_sent_on(
+    emulator, kit, monkeypatch
+) -> None:
+    """The watchdog's limit falls just after the answer was read (the sending thread held off
+    the GIL a moment): the answer stands, but the socket is shut. The sender closes it, and its
+    next call connects again instead of being written to it."""
+    from heap_forwarder.heap import transport as transport_module
+
+    read = transport_module._read_bounded_direct
+    stalls = [0.3]
+
+    def read_then_stall(raw: object) -> tuple[bytes, bool]:
+        answer = read(raw)  # type: ignore[arg-type]
+        if stalls:
+            time.sleep(stalls.pop())  # past the 0.2 s limit: the watchdog shuts the socket
+        return answer
+
+    monkeypatch.setattr(transport_module, "_read_bounded_direct", read_then_stall)
+    records: list[RequestRecord] = []
+    pool = new_pool(maxsize=POOL_CONNECTIONS, block=True)
+    client = HeapClient(
+        DeliverySettings(base_url=emulator.url, connect_timeout_s=0.1, read_timeout_s=0.1),
+        request_fields=kit.fields,
+        pool=pool,
+        observer=records.append,
+    )
+    emulator.set_latency(0.03)  # the other senders do not take the whole series meanwhile
+    try:
+        outcomes = client.deliver([kit.identify(n) for n in range(40)])
+    finally:
+        pool.clear()
+    assert outcomes == [DELIVERED] * 40
+    assert [r.error for r in records if r.status is None] == []
