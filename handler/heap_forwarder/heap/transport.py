@@ -299,7 +299,9 @@ class Transport:
         once per series instead of once per request. With a few threads sending hundreds of
         calls, those cost more than the requests themselves (measured: 500 calls, 4 threads,
         116-127 ms against 54-78 ms; docs/performance.md). The connection counts against the
-        pool's limit all along, as any connection in use does."""
+        pool's limit all along, as any connection in use does; it serves this transport only,
+        is closed after a broken or cut answer, and is checked before reuse after an idle gap
+        (``HELD_IDLE_CHECK_S``)."""
         if getattr(_current, "held", None) is not None:
             # Nested: the outer block keeps its connection (another transport's calls inside it
             # take the pool's way, one connection per call).
