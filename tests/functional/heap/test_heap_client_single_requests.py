@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 import urllib3
@@ -245,6 +246,15 @@ def test_a_held_connection_goes_back_when_its_block_ends_however_it_ends(emulato
 
 
 # ---- a held connection is never sent on when it is dead, nor by another transport
+def _observed_client(
+    emulator: Any, kit: Any, pool: urllib3.PoolManager, records: list[RequestRecord], **options: Any
+) -> HeapClient:
+    """A client on ``pool`` whose attempts land in ``records``; ``options``: ``rng`` and settings."""
+    rng = options.pop("rng", None)
+    settings = DeliverySettings(base_url=emulator.url, **options)
+    return HeapClient(settings, request_fields=kit.fields, pool=pool, observer=records.append, rng=rng)
+
+
 def test_a_held_connection_heap_closed_while_its_sender_waited_is_not_sent_on(
     emulator, kit, monkeypatch
 ) -> None:
@@ -261,12 +271,9 @@ def test_a_held_connection_heap_closed_while_its_sender_waited_is_not_sent_on(
     emulator.fail_next(1, 503, retry_after=0.6)
     records: list[RequestRecord] = []
     pool = new_pool(maxsize=POOL_CONNECTIONS, block=True)
-    client = HeapClient(
-        DeliverySettings(base_url=emulator.url, retry_budget_s=0.7, backoff_base_s=1.0),
-        request_fields=kit.fields,
-        pool=pool,
-        observer=records.append,
-        rng=random.Random(1),  # first backoff 0.13 s (Retry-After's 0.6 s wins), second 1.7 s
+    # First backoff 0.13 s (Retry-After's 0.6 s wins), second 1.7 s.
+    client = _observed_client(
+        emulator, kit, pool, records, rng=random.Random(1), retry_budget_s=0.7, backoff_base_s=1.0
     )
     try:
         outcomes = client.deliver([kit.identify(n) for n in range(2)])
@@ -319,12 +326,7 @@ def test_a_held_connection_the_watchdog_shut_after_a_complete_answer_is_not_sent
     monkeypatch.setattr(transport_module, "_read_bounded_direct", read_then_stall)
     records: list[RequestRecord] = []
     pool = new_pool(maxsize=POOL_CONNECTIONS, block=True)
-    client = HeapClient(
-        DeliverySettings(base_url=emulator.url, connect_timeout_s=0.1, read_timeout_s=0.1),
-        request_fields=kit.fields,
-        pool=pool,
-        observer=records.append,
-    )
+    client = _observed_client(emulator, kit, pool, records, connect_timeout_s=0.1, read_timeout_s=0.1)
     emulator.set_latency(0.03)  # the other senders do not take the whole series meanwhile
     try:
         outcomes = client.deliver([kit.identify(n) for n in range(40)])
