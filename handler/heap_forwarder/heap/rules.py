@@ -65,6 +65,15 @@ def check_identity(value: Any, field: str = "identity") -> str:
     return value
 
 
+def _plain_identity(value: Any) -> bool:
+    """``check_identity`` would take ``value`` as it is: a string, not too long, no placeholder."""
+    return (
+        value.__class__ is str
+        and len(value) <= MAX_IDENTITY
+        and value.strip().lower() not in PLACEHOLDER_IDENTITIES
+    )
+
+
 def _list_value(key: str, value: list[Any], settings: RuleSettings) -> str:
     """An array of scalars as Heap stores it (``a||b||c``) or, in stringify mode, as JSON text."""
     if settings.arrays == "join":
@@ -329,48 +338,26 @@ def _finite_fields(body: dict[str, Any]) -> None:
 
 
 def _track(body: dict[str, Any], settings: RuleSettings, stamp: str | None = None) -> None:
-    # Every event of the hot path comes through here: each check takes its usual case inline
-    # and calls the general function (which raises the worded error) only for anything else.
-    get = body.get
-    identity = get("identity")
+    identity = body.get("identity")
     if identity is not None:
-        if get("user_id") is not None:
+        if body.get("user_id") is not None:
             body.pop("user_id")  # Heap: identity and user_id are never sent together
-        if not (  # check_identity's usual case, inline: a string, not too long, no placeholder
-            identity.__class__ is str
-            and len(identity) <= MAX_IDENTITY
-            and identity.strip().lower() not in PLACEHOLDER_IDENTITIES
-        ):
+        if not _plain_identity(identity):
             body["identity"] = check_identity(identity)
-    elif get("user_id") is not None:
+    elif body.get("user_id") is not None:
         body["user_id"] = check_identity(body["user_id"], "user_id")
     else:
         raise HeapRuleError("identity: required (no anonymousId or userId to identify the user)")
-    name = get("event")
-    if name.__class__ is not str or len(name) > MAX_EVENT_NAME or not name.strip():
-        _event_name(name)
-    body["properties"] = clean_properties(get("properties"), settings)
-    if stamp is not None:
-        body["timestamp"] = stamp  # the caller's word: this is the body's time in Heap's form
-    else:
-        _timestamp(body, None)
-    value = get("session_id")
-    if value.__class__ is not str or not 0 < len(value) <= MAX_STRING:
-        _optional_string(body, "session_id", MAX_STRING)
-    value = get("idempotency_key")
-    if value.__class__ is not str or not 0 < len(value) <= MAX_IDEMPOTENCY_KEY:
-        _optional_string(body, "idempotency_key", MAX_IDEMPOTENCY_KEY)
-    isfinite = math.isfinite
-    for value in body.values():
-        if isinstance(value, float) and not isfinite(value):
-            _finite_fields(body)  # raises, naming the key
-
-
-def _event_name(name: Any) -> None:
+    name = body.get("event")
     if not isinstance(name, str) or not name.strip():
         raise HeapRuleError("event: a non-empty event name is required")
     if len(name) > MAX_EVENT_NAME:
         raise HeapRuleError(f"event: {len(name)} characters, Heap allows at most {MAX_EVENT_NAME}")
+    body["properties"] = clean_properties(body.get("properties"), settings)
+    _timestamp(body, stamp)
+    _optional_string(body, "session_id", MAX_STRING)
+    _optional_string(body, "idempotency_key", MAX_IDEMPOTENCY_KEY)
+    _finite_fields(body)
 
 
 def _user_properties(body: dict[str, Any], settings: RuleSettings, stamp: str | None = None) -> None:
