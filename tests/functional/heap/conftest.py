@@ -114,6 +114,23 @@ def pool() -> Iterator[urllib3.PoolManager]:
     manager.clear()
 
 
+@pytest.fixture
+def client_without_free_connection(emulator: HeapEmulator) -> Iterator[HeapClient]:
+    """A client whose pool's only connection is taken by someone else: every request waits for
+    a free one (0.2 s at most) and is not retried."""
+    busy = urllib3.PoolManager(maxsize=1, block=True, retries=False)
+    held = busy.connection_from_url(emulator.url)._get_conn()  # the only connection, taken
+    try:
+        yield HeapClient(
+            DeliverySettings(base_url=emulator.url, connect_timeout_s=0.2, retry_budget_s=0.0),
+            request_fields=FIELDS,
+            pool=busy,
+        )
+    finally:
+        held.close()
+        busy.clear()
+
+
 ClientFactory = Callable[..., HeapClient]
 
 

@@ -251,23 +251,12 @@ def test_without_limiter_heap_rate_limits_and_retry_after_recovers(limited_heap,
     assert len(limited_heap.tracked_events()) == 6_000
 
 
-def test_waiting_for_a_pooled_connection_is_bounded(emulator, kit) -> None:
+def test_waiting_for_a_pooled_connection_is_bounded(emulator, kit, client_without_free_connection) -> None:
     """A request finds every pooled connection busy: it waits at most connect_timeout_s, then
     fails like a refused connection (retryable), rather than wait past the deadline."""
-    busy = urllib3.PoolManager(maxsize=1, block=True, retries=False)
-    held = busy.connection_from_url(emulator.url)._get_conn()  # the only connection, taken
-    try:
-        client = HeapClient(
-            DeliverySettings(base_url=emulator.url, connect_timeout_s=0.2, retry_budget_s=0.0),
-            request_fields=kit.fields,
-            pool=busy,
-        )
-        started = time.monotonic()
-        outcomes = client.deliver(kit.tracks(2))
-        waited = time.monotonic() - started
-    finally:
-        held.close()
-        busy.clear()
+    started = time.monotonic()
+    outcomes = client_without_free_connection.deliver(kit.tracks(2))
+    waited = time.monotonic() - started
     assert {o.fate for o in outcomes} == {Fate.RETRYABLE}
     assert "connection" in outcomes[0].reason.lower() or "pool" in outcomes[0].reason.lower()
     assert waited < 2.0  # bounded by the 0.2 s pool wait, not by the emulator or forever

@@ -120,21 +120,12 @@ def test_identify_to_a_port_nobody_listens_on_is_a_retryable_connection_error(ki
     assert outcome.reason.startswith("connection error")
 
 
-def test_waiting_for_a_pooled_connection_is_bounded_for_identify_calls(emulator, kit) -> None:
-    busy = urllib3.PoolManager(maxsize=1, block=True, retries=False)
-    held = busy.connection_from_url(emulator.url)._get_conn()  # the only connection, taken
-    try:
-        client = HeapClient(
-            DeliverySettings(base_url=emulator.url, connect_timeout_s=0.2, retry_budget_s=0.0),
-            request_fields=kit.fields,
-            pool=busy,
-        )
-        started = time.monotonic()
-        outcome = client.deliver([kit.identify(1)])[0]
-        waited = time.monotonic() - started
-    finally:
-        held.close()
-        busy.clear()
+def test_waiting_for_a_pooled_connection_is_bounded_for_identify_calls(
+    emulator, kit, client_without_free_connection
+) -> None:
+    started = time.monotonic()
+    outcome = client_without_free_connection.deliver([kit.identify(1)])[0]
+    waited = time.monotonic() - started
     assert outcome.fate is Fate.RETRYABLE
     assert outcome.reason == "connection error: no free connection to Heap within 0.2s"
     assert waited < 2.0
