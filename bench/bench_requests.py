@@ -63,23 +63,21 @@ def run(url: str, calls: int) -> dict[str, Any]:
     from heap_forwarder.heap.items import Endpoint
     from heap_forwarder.heap.transport import RequestRecord, Transport, new_pool
 
+    def functions_transport() -> Transport:
+        """As the functions make it: the template's timeouts, a watched pool, their observer."""
+        return Transport(
+            url,
+            connect_timeout_s=3,
+            read_timeout_s=10,
+            pool=new_pool(maxsize=8, block=True),
+            observer=observability.record_heap_request,
+        )
+
     parts = urlsplit(url)
-    transport = Transport(
-        url,
-        connect_timeout_s=3,
-        read_timeout_s=10,
-        pool=new_pool(maxsize=8, block=True),
-        observer=observability.record_heap_request,
-    )
+    transport = functions_transport()
     # The same transport, its identify calls sent the way bulk requests go (urllib3's
     # PoolManager.request, watched the same way): what every request did before.
-    urllib3_way = Transport(
-        url,
-        connect_timeout_s=3,
-        read_timeout_s=10,
-        pool=new_pool(maxsize=8, block=True),
-        observer=observability.record_heap_request,
-    )
+    urllib3_way = functions_transport()
     urllib3_way._direct = False
     pool = urllib3_way.pool
     headers = {"Content-Type": "application/json", "User-Agent": "bench"}
