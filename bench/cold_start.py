@@ -68,10 +68,10 @@ def _env(tracing: bool) -> dict[str, str]:
     return env
 
 
-def time_import(statement: str, env: dict[str, str]) -> float:
-    """Seconds a fresh interpreter spends on ``statement``."""
+def _last_line(code: str, args: list[str], env: dict[str, str]) -> str:
+    """What a fresh interpreter running ``code`` (with ``args``) prints last."""
     completed = subprocess.run(
-        [c.PYTHON, "-c", _TIMER.format(statement=statement)],
+        [c.PYTHON, "-c", code, *args],
         cwd=c.ROOT,
         env=env,
         capture_output=True,
@@ -79,7 +79,12 @@ def time_import(statement: str, env: dict[str, str]) -> float:
         check=True,
         timeout=120,
     )
-    return float(completed.stdout.strip().splitlines()[-1])
+    return completed.stdout.strip().splitlines()[-1]
+
+
+def time_import(statement: str, env: dict[str, str]) -> float:
+    """Seconds a fresh interpreter spends on ``statement``."""
+    return float(_last_line(_TIMER.format(statement=statement), [], env))
 
 
 def compare(handler: str, baselines: dict[str, str], runs: int, env: dict[str, str]) -> dict[str, Any]:
@@ -143,16 +148,7 @@ def first_invocation(runs: int, env: dict[str, str]) -> dict[str, Any]:
         path = Path(tmp) / "event.json"
         path.write_text(json.dumps(event), "utf-8")
         for n in range(runs + 1):
-            completed = subprocess.run(
-                [c.PYTHON, "-c", _FIRST_INVOCATION, str(path)],
-                cwd=c.ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=120,
-            )
-            figures = json.loads(completed.stdout.strip().splitlines()[-1])
+            figures = json.loads(_last_line(_FIRST_INVOCATION, [str(path)], env))
             failed += figures["failed"]
             if n == 0:
                 continue  # the first run may fault pages in: not counted
