@@ -203,7 +203,7 @@ class _Run:
 
     def _run_singles(self, waiting: deque[Batch]) -> None:
         with self.transport.holding():
-            while waiting:
+            while True:
                 try:
                     batch = waiting.popleft()  # deque: safe to share between threads
                 except IndexError:

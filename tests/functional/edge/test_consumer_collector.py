@@ -105,3 +105,29 @@ def test_a_collector_that_was_off_stays_off(aws, emulator, make_consumer, kit) -
     gc.disable()
     assert make_consumer().handle(_batch(aws, kit), 30.0) == {"batchItemFailures": []}
     assert not gc.isenabled()
+
+
+def test_bad_events_anywhere_with_the_dlq_down_are_retried_and_the_collector_comes_back(
+    aws, emulator, make_consumer, kit
+) -> None:
+    """The hard way, with the collector paused: bad events at the first, last and middle
+    positions, with hostile text, and the dead-letter queue itself failing (it does not
+    exist). Nothing is lost: their records are left for the queue to redeliver, every good
+    event is delivered once, and the collector is on again afterwards."""
+    bad_values = ["\u202etomorrow", "'; DROP TABLE events; --", "nul\x00byte"]
+    events = [kit.track(n) for n in range(EVENTS)]
+    for position, value in zip((0, EVENTS // 2, EVENTS - 1), bad_values, strict=True):
+        events[position]["timestamp"] = value
+    records = [kit.body(*events[i : i + PER_RECORD]) for i in range(0, EVENTS, PER_RECORD)]
+    event = aws.lambda_event(*records)
+    consumer = make_consumer(dlq_url=aws.dlq_url.replace("edge-dlq", "no-such-queue"))
+
+    response = consumer.handle(event, 30.0)
+
+    failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+    holding_bad = {event["Records"][i]["messageId"] for i in (0, len(records) // 2, len(records) - 1)}
+    assert failed == holding_bad
+    good = EVENTS - len(bad_values)
+    assert len({e["idempotency_key"] for e in emulator.tracked_events()}) == good
+    assert aws.dead_letters() == []
+    assert gc.isenabled()
